@@ -1,0 +1,12 @@
+"""LM-Net: a lightweight multi-scale CNN + transformer network for medical image segmentation, as a MONAI bundle.
+
+Importing ``bundle`` makes every name the configs use reachable as ``bundle.<module>.<name>``.
+"""
+
+from __future__ import annotations
+
+from . import data, handlers, inferers, losses, metrics, networks, tasks, transforms
+
+__version__ = "0.1.0"
+
+__all__ = ["data", "handlers", "inferers", "losses", "metrics", "networks", "tasks", "transforms", "__version__"]

@@ -1,0 +1,176 @@
+"""Measuring networks: parameters, multiply-accumulates, latency, peak memory, and where forward time goes.
+
+Used by ``scripts/model_stats.py``; kept in the library so that tests and other scripts share one definition of
+each number. Timing happens here, never in tests.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+__all__ = [
+    "MAC_COUNTER",
+    "count_parameters",
+    "count_macs",
+    "measure_latency",
+    "measure_peak_memory",
+    "module_time_share",
+    "reference_models",
+]
+
+MAC_COUNTER = "torch.utils.flop_counter.FlopCounterMode (FLOPs / 2; convs, matmuls and attention products)"
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of CPU scaled-dot-product attention (PyTorch's counter lacks a formula for the CPU kernel)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CUSTOM_FLOPS: dict = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one eval-mode forward pass on a zero input of ``input_shape`` (B, C, *S).
+
+    Counted by :data:`MAC_COUNTER`: convolutions, linear layers and matrix products including both attention
+    products (Q K^T and A V); element-wise work (norms, activations, softmax) is not counted, as in ``thop``.
+    """
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), counter:
+        model(torch.zeros(*input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    model: nn.Module, input_shape: Sequence[int], threads: int | None = None, repeats: int = 10, warmup: int = 2
+) -> float:
+    """Median wall time in milliseconds of an eval-mode, no-grad forward pass on ``input_shape``.
+
+    Args:
+        model: the network (on its device; CUDA is synchronised around each run).
+        input_shape: (B, C, *S).
+        threads: CPU threads for intra-op parallelism during the measurement (restored afterwards).
+        repeats: timed runs; the median is returned.
+        warmup: untimed runs first.
+    """
+    device = next(model.parameters()).device
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    x = torch.randn(*input_shape, device=device)
+    model.eval()
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                _sync(device)
+                start = time.perf_counter()
+                model(x)
+                _sync(device)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times)
+
+
+def module_time_share(model: nn.Module, input_shape: Sequence[int], module_type: type, repeats: int = 5) -> float:
+    """Fraction (0..1) of eval forward time spent inside modules of ``module_type`` (CPU wall time via hooks)."""
+    spent = [0.0]
+    starts: list[float] = []
+
+    def pre_hook(module, args):
+        starts.append(time.perf_counter())
+
+    def post_hook(module, args, output):
+        spent[0] += time.perf_counter() - starts.pop()
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, module_type):
+            handles += [m.register_forward_pre_hook(pre_hook), m.register_forward_hook(post_hook)]
+    x = torch.randn(*input_shape)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(x)  # warm-up
+            spent[0] = 0.0
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+            total = time.perf_counter() - start
+    finally:
+        for h in handles:
+            h.remove()
+    return spent[0] / total
+
+
+def _peak_worker(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int, queue) -> None:
+    torch.set_num_threads(threads)
+    model = builder().eval()
+    x = torch.randn(*input_shape)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        model(x)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((after - before) / 1024.0)  # ru_maxrss is in KiB on Linux
+
+
+def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 1) -> float:
+    """Peak extra CPU memory (MiB) of one forward pass: the rise of the peak resident set size in a fresh process.
+
+    ``builder`` must be picklable (a module-level function or ``functools.partial``); the model is built, then
+    the peak RSS is read before and after one inference-mode forward on ``input_shape``.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_worker, args=(builder, tuple(input_shape), threads, queue))
+    proc.start()
+    try:
+        result = queue.get(timeout=600)
+    finally:
+        proc.join()
+    return float(result)
+
+
+def reference_models(in_channels: int = 1, out_channels: int = 2) -> dict[str, Callable[[], nn.Module]]:
+    """Builders of MONAI's own 2D networks used as baselines (name -> picklable zero-argument builder)."""
+    from functools import partial
+
+    from monai.networks.nets import AttentionUnet, BasicUNet, SwinUNETR, UNet
+
+    common = {"in_channels": in_channels, "out_channels": out_channels}
+    return {
+        "MONAI UNet (64..1024, 2 res units)": partial(
+            UNet, spatial_dims=2, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), num_res_units=2, **common
+        ),
+        "MONAI BasicUNet (32..256)": partial(BasicUNet, spatial_dims=2, **common),
+        "MONAI AttentionUnet (64..1024)": partial(
+            AttentionUnet, spatial_dims=2, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), **common
+        ),
+        "MONAI SwinUNETR 2D (feature 24)": partial(SwinUNETR, spatial_dims=2, feature_size=24, **common),
+    }

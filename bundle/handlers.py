@@ -1,0 +1,145 @@
+"""Ignite/MONAI engine handlers and config helpers of this bundle: re-parameterization after loading weights,
+resuming training from the latest checkpoint, and the per-case metrics report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn as nn
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from .metrics import METRIC_NAMES, case_metrics, summarize
+from .networks import reparameterize_model
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["ReparameterizeHandler", "enable_resume", "SegmentationReport", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReparameterizeHandler:
+    """At ``STARTED`` (after any ``CheckpointLoader``, so attach it later), fuse ``network`` in place into its
+    deployed form. The engine then runs the re-parameterized network."""
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        reparameterize_model(self.network, inplace=True)
+        logger.info("network re-parameterized for inference")
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:
+    """The newest ``<prefix>*.pt`` checkpoint in ``ckpt_dir``, or ``None``."""
+    folder = Path(ckpt_dir)
+    found = sorted(folder.glob(f"{prefix}*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def enable_resume(trainer: Engine, ckpt_dir: str | os.PathLike, save_dict: dict, resume: bool = True) -> Engine:
+    """Make ``trainer`` resumable: save ``save_dict`` (network, optimizer, scheduler and the trainer itself) to
+    ``ckpt_dir/latest_*.pt`` after every epoch (atomically, one file kept), and, when ``resume`` and such a file
+    exists, restore it before the first epoch so training continues at the saved epoch.
+
+    Called from a config's ``run`` section, after the trainer exists (the trainer cannot name itself in its own
+    handler list). Returns ``trainer``.
+    """
+    path = latest_checkpoint(ckpt_dir) if resume else None
+    if path is not None:
+        logger.info("resuming training from %s", path)
+        CheckpointLoader(load_path=str(path), load_dict=save_dict, map_location="cpu").attach(trainer)
+    CheckpointSaver(
+        save_dir=str(ckpt_dir), save_dict=save_dict, save_interval=1, epoch_level=True, n_saved=1, file_prefix="latest"
+    ).attach(trainer)
+    return trainer
+
+
+def _case_name(meta: dict, index: int) -> str:
+    source = meta.get("filename_or_obj", f"case_{index}")
+    name = Path(str(source)).name
+    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".nrrd", ".mha"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class SegmentationReport:
+    """Collect :func:`bundle.metrics.case_metrics` for every case an evaluator sees and, at the end, write
+    ``metrics.csv`` (one row per case), ``summary.json`` and ``summary.md`` (a table) to ``output_dir``.
+
+    Expects ``engine.state.output`` items with ``pred`` and ``label`` as (K, *S) one-hot or (1, *S) label maps
+    (channel first) and the image's meta data (``filename_or_obj``, ``pixdim``/``affine`` for spacing).
+
+    Args:
+        output_dir: where the files go (created).
+        use_spacing: distances in mm from the image's affine; otherwise in pixels (as the paper's Hd).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, use_spacing: bool = False) -> None:
+        self.output_dir = Path(output_dir)
+        self.use_spacing = use_spacing
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    @staticmethod
+    def _labels(x: torch.Tensor) -> np.ndarray:
+        x = x.detach().cpu()
+        return (x.argmax(0) if x.shape[0] > 1 else x[0]).numpy()
+
+    def collect(self, engine: Engine) -> None:
+        for item in engine.state.output:
+            meta = getattr(item["label"], "meta", {}) or {}
+            spacing = None
+            if self.use_spacing and "affine" in meta:
+                affine = np.asarray(meta["affine"], dtype=float)
+                spacing = np.sqrt((affine[:3, :3] ** 2).sum(0)).tolist()
+            row = {"case": _case_name(meta, len(self.rows))}
+            row.update(case_metrics(self._labels(item["pred"]), self._labels(item["label"]), spacing))
+            self.rows.append(row)
+
+    def write(self, engine: Engine) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        summary = summarize(self.rows)
+        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]) if self.rows else ["case"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=4) + "\n")
+        table = self.table(summary, len(self.rows))
+        (self.output_dir / "summary.md").write_text(table + "\n")
+        logger.info("metrics of %d cases written to %s\n%s", len(self.rows), self.output_dir, table)
+        for name in METRIC_NAMES:
+            engine.state.metrics[f"{name}_all"] = summary[f"{name}/all"]["mean"]
+
+    @staticmethod
+    def table(summary: dict[str, dict[str, float]], n_cases: int) -> str:
+        """A markdown table: one row per metric, columns for all cases and cases with a lesion."""
+        def cell(key: str) -> str:
+            v = summary[key]
+            return "n/a" if math.isnan(v["mean"]) else f"{v['mean']:.4f} +- {v['std']:.4f} (n={int(v['n'])})"
+
+        lines = [f"| metric ({n_cases} cases) | all cases | cases with a lesion |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {cell(name + '/all')} | {cell(name + '/lesion')} |" for name in METRIC_NAMES]
+        lines.append(f"| lesion predicted on lesion-free cases | {cell('false_lesion_rate/normal')} | |")
+        return "\n".join(lines)

@@ -1,0 +1,8 @@
+"""Networks of the LM-Net bundle."""
+
+from __future__ import annotations
+
+from .lmnet import LMNet
+from .reparam import reparameterize_model
+
+__all__ = ["LMNet", "reparameterize_model"]

@@ -1,0 +1,33 @@
+"""Whole-model structural re-parameterization (the one walker; blocks expose ``switch_to_deploy()``)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn as nn
+
+__all__ = ["reparameterize_model"]
+
+
+def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fuse every re-parameterizable module of ``model`` into its inference form.
+
+    Calls ``switch_to_deploy()`` on each module that has one (multi-kernel depthwise convs, conv + BN pairs).
+    The result computes the same function as ``model`` in eval mode, to float32 precision, and is returned in
+    eval mode. Safe to apply to an already re-parameterized model.
+
+    Args:
+        model: any module, e.g. :class:`bundle.networks.LMNet`.
+        inplace: modify ``model`` itself; by default a deep copy is converted and ``model`` is left untouched.
+
+    Returns:
+        The re-parameterized model (``model`` itself when ``inplace``).
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    for module in list(model.modules()):
+        switch = getattr(module, "switch_to_deploy", None)
+        if callable(switch):
+            switch()
+    return model

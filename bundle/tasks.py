@@ -1,0 +1,58 @@
+"""The bundle's segmentation tasks and the settings that preprocessing and inference share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TaskSettings", "TASKS", "get_task"]
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Settings of one segmentation task.
+
+    Attributes:
+        name: task id used on the command line and in configs.
+        description: one line for humans.
+        spatial_size: in-plane size (H, W) in pixels every 2D image / slice is resized to for the network.
+        percentiles: (lower, upper) intensity percentiles mapped to [0, 1] (clipped), over the whole image/volume,
+            so scanner values and 8-bit exports land alike.
+        channel_index: channel taken from a multi-channel volume (H, W, D, C), e.g. FLAIR = 1 in LGG kaggle_3m.
+        class_names: output channel names, background first.
+        weights: weights file relative to the bundle root.
+    """
+
+    name: str
+    description: str
+    spatial_size: tuple[int, int] = (256, 256)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    channel_index: int = 0
+    class_names: tuple[str, ...] = ("background", "lesion")
+    weights: str = "models/model.pt"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+TASKS: dict[str, TaskSettings] = {
+    "lgg": TaskSettings(
+        name="lgg",
+        description="FLAIR abnormality in low-grade glioma brain MRI (one FLAIR channel, slice by slice)",
+        channel_index=1,
+        weights="models/model.pt",
+    ),
+    "busi": TaskSettings(
+        name="busi",
+        description="Breast lesion in 2D B-mode ultrasound (one grayscale channel)",
+        weights="models/busi/model.pt",
+    ),
+}
+
+
+def get_task(name: str) -> TaskSettings:
+    """The settings of task ``name``; raises ``ValueError`` listing the known tasks otherwise."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}.") from None

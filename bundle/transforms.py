@@ -1,0 +1,66 @@
+"""MONAI dictionary transforms specific to this bundle (named by the configs through ``_target_``)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Resized
+
+__all__ = ["SelectChanneld", "ResizeInPlaned"]
+
+
+class SelectChanneld(MapTransform):
+    """Keep one channel of a channel-first image that has several (e.g. FLAIR = 1 of LGG's pre/FLAIR/post stack);
+    a single-channel image passes unchanged, so a lone FLAIR series from a scanner is a complete input.
+
+    Args:
+        keys: keys of the channel-first images.
+        index: the channel to keep when there is more than one.
+        allow_missing_keys: do not fail on missing keys.
+
+    Shapes: (C, *S) -> (1, *S).
+    """
+
+    def __init__(self, keys: KeysCollection, index: int = 0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.index = index
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            channels = img.shape[0]
+            if channels == 1:
+                continue
+            if not -channels <= self.index < channels:
+                source = getattr(img, "meta", {}).get("filename_or_obj", key)
+                raise ValueError(f"{source}: channel {self.index} asked for, but the image has {channels} channels.")
+            d[key] = img[self.index : self.index + 1]
+        return d
+
+
+class ResizeInPlaned(Resized):
+    """Resize the first two spatial dimensions to ``spatial_size`` (H, W) and keep any further ones (slices), so
+    one config handles 2D images (C, H, W) and volumes (C, H, W, D) alike. Invertible like ``Resized``.
+
+    Args:
+        keys: keys to resize.
+        spatial_size: target (H, W) in pixels.
+        mode: interpolation per key ("bilinear" for images, "nearest" for labels), as ``Resized``.
+        kwargs: the other arguments of ``monai.transforms.Resized``.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], mode="bilinear", **kwargs) -> None:
+        if len(spatial_size) != 2 or min(spatial_size) < 1:
+            raise ValueError(f"spatial_size must be two positive ints (H, W), got {spatial_size!r}.")
+        super().__init__(keys, spatial_size=tuple(spatial_size), mode=mode, **kwargs)
+        self.in_plane = tuple(int(s) for s in spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, torch.Tensor]:
+        for key in self.key_iterator(dict(data)):
+            extra = data[key].ndim - 3  # channel + H + W, then slices
+            self.resizer.spatial_size = self.in_plane + (-1,) * max(extra, 0)
+            break
+        return super().__call__(data, lazy=lazy)

@@ -1,0 +1,92 @@
+"""Print LM-Net's parameters, MACs, CPU latency and peak memory beside the paper and MONAI's own networks.
+
+Usage (from the repository root):
+    python -m scripts.model_stats                 # the full table in docs/architecture.md (several minutes)
+    python -m scripts.model_stats --quick         # batch 1, 2 threads, fewer runs (about a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+from functools import partial
+
+import torch
+
+from bundle.benchmark import (
+    MAC_COUNTER,
+    count_macs,
+    count_parameters,
+    measure_latency,
+    measure_peak_memory,
+    module_time_share,
+    reference_models,
+)
+from bundle.networks import LMNet, reparameterize_model
+from bundle.networks.blocks import NeighborhoodAttention
+
+PUBLISHED = [  # (source, params M, MACs G) at 256 x 256, as reported
+    ("paper, Table 7: training form", 5.45, 5.15),
+    ("paper, Table 7: re-parameterized", 5.40, 4.66),
+    ("authors' public code (f=12..192, k=3): training", 3.97, 5.47),
+    ("authors' public code (f=12..192, k=3): deployed", 3.93, 5.11),
+]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256, help="square input side in pixels (default 256)")
+    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="batch 1 and 2 threads only, 3 runs, no memory column")
+    parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's reference networks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.manual_seed(0)
+
+    settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]  # (batch, threads)
+    repeats = 3 if args.quick else args.repeats
+    builders = {
+        "LM-Net training form": partial(LMNet, in_channels=args.in_channels, out_channels=2),
+        "LM-Net deployed (re-parameterized)": partial(LMNet, in_channels=args.in_channels, out_channels=2, deploy=True),
+    }
+    if not args.lmnet_only:
+        builders.update(reference_models(args.in_channels, 2))
+
+    shape1 = (1, args.in_channels, args.size, args.size)
+    print(f"# {args.size} x {args.size}, {args.in_channels} input channel(s), 2 classes; torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available")
+    print(f"# MACs: {MAC_COUNTER}; latency: median of {repeats} eval forwards (torch.inference_mode) after warm-up")
+    header = ["model", "params (M)", "MACs (G)"]
+    header += [f"ms b{b} t{t}" for b, t in settings] + [f"images/s b{settings[-1][0]} t{settings[-1][1]}"]
+    if not args.quick:
+        header.append("peak MiB b1 t1")
+    print(_row(header))
+    print(_row(["---"] * len(header)))
+    for name, build in builders.items():
+        model = build().eval()
+        cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, shape1) / 1e9:.2f}"]
+        latencies = [measure_latency(model, (b, *shape1[1:]), t, repeats, warmup=1) for b, t in settings]
+        cells += [f"{ms:.1f}" for ms in latencies]
+        cells.append(f"{settings[-1][0] * 1e3 / latencies[-1]:.1f}")
+        if not args.quick:
+            cells.append(f"{measure_peak_memory(build, shape1, threads=1):.0f}")
+        print(_row(cells), flush=True)
+    for source, params, macs in PUBLISHED:
+        print(_row([source, f"{params:.2f}", f"{macs:.2f}"] + ["-"] * (len(header) - 3)))
+
+    torch.set_num_threads(2)
+    for name, model in (("training", LMNet(in_channels=args.in_channels)), ("deployed", None)):
+        model = model if model is not None else reparameterize_model(LMNet(in_channels=args.in_channels))
+        share = module_time_share(model, shape1, NeighborhoodAttention, repeats=repeats)
+        print(f"# neighborhood attention share of the {name} forward time (b1, 2 threads): {100 * share:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
