@@ -26,7 +26,10 @@ __all__ = [
     "reference_models",
 ]
 
-MAC_COUNTER = "torch.utils.flop_counter.FlopCounterMode (FLOPs / 2; convs, matmuls and attention products)"
+MAC_COUNTER = (
+    "torch.utils.flop_counter.FlopCounterMode (FLOPs / 2: convs, linear layers, matmuls, SDPA attention products) "
+    "+ neighborhood-attention products counted analytically (2 x B x H x W x C x k^2)"
+)
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -50,14 +53,28 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     Counted by :data:`MAC_COUNTER`: convolutions, linear layers and matrix products including both attention
     products (Q K^T and A V); element-wise work (norms, activations, softmax) is not counted, as in ``thop``.
     """
+    from .networks.blocks import NeighborhoodAttention
+
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS)
+    extra = [0]
+
+    def neighborhood_macs(module: NeighborhoodAttention, args, output) -> None:
+        b, h, w, c = args[0].shape  # Q.K and A.V: each pixel meets kh * kw keys over C channels
+        extra[0] += 2 * b * h * w * c * min(module.kernel_size, h) * min(module.kernel_size, w)
+
+    attention = [m for m in model.modules() if isinstance(m, NeighborhoodAttention)]
+    handles = [m.register_forward_hook(neighborhood_macs) for m in attention]
     was_training = model.training
     model.eval()
-    with torch.no_grad(), counter:
-        model(torch.zeros(*input_shape, device=device))
-    model.train(was_training)
-    return counter.get_total_flops() // 2
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(*input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return counter.get_total_flops() // 2 + extra[0]
 
 
 def _sync(device: torch.device) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn as nn
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointLoader
 
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
@@ -51,22 +51,42 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Pa
     return found[-1] if found else None
 
 
-def enable_resume(trainer: Engine, ckpt_dir: str | os.PathLike, save_dict: dict, resume: bool = True) -> Engine:
+def enable_resume(
+    trainer: Engine, ckpt_dir: str | os.PathLike, save_dict: dict, resume: bool = True, save: bool = True
+) -> Engine:
     """Make ``trainer`` resumable: save ``save_dict`` (network, optimizer, scheduler and the trainer itself) to
-    ``ckpt_dir/latest_*.pt`` after every epoch (atomically, one file kept), and, when ``resume`` and such a file
-    exists, restore it before the first epoch so training continues at the saved epoch.
+    ``ckpt_dir/latest_checkpoint_<epoch>.pt`` after every epoch (atomically, one file kept), and, when ``resume``
+    and such a file exists, restore it before the first epoch so training continues at the saved epoch.
 
     Called from a config's ``run`` section, after the trainer exists (the trainer cannot name itself in its own
-    handler list). Returns ``trainer``.
+    handler list). ``save=False`` (e.g. DDP ranks other than 0) only loads. Returns ``trainer``.
     """
     path = latest_checkpoint(ckpt_dir) if resume else None
     if path is not None:
         logger.info("resuming training from %s", path)
         CheckpointLoader(load_path=str(path), load_dict=save_dict, map_location="cpu").attach(trainer)
-    CheckpointSaver(
-        save_dir=str(ckpt_dir), save_dict=save_dict, save_interval=1, epoch_level=True, n_saved=1, file_prefix="latest"
-    ).attach(trainer)
+    if save:
+        # ignite's own atomic saver (MONAI's CheckpointSaver writes in place: a kill mid-save leaves a torn file)
+        from ignite.engine import Events
+        from ignite.handlers import Checkpoint, DiskSaver
+
+        saver = DiskSaver(str(ckpt_dir), require_empty=False, atomic=True)
+        checkpoint = Checkpoint(
+            save_dict, saver, filename_prefix="latest", n_saved=1, global_step_transform=lambda e, _: e.state.epoch
+        )
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: _prune_latest(ckpt_dir, checkpoint.last_checkpoint))
     return trainer
+
+
+def _prune_latest(ckpt_dir: str | os.PathLike, keep: str | os.PathLike | None) -> None:
+    """Remove ``latest*.pt`` files other than ``keep`` (e.g. the one a resumed run started from)."""
+    if keep is None:
+        return
+    keep_name = Path(keep).name
+    for path in Path(ckpt_dir).glob("latest*.pt"):
+        if path.name != keep_name:
+            path.unlink(missing_ok=True)
 
 
 def _case_name(meta: dict, index: int) -> str:
@@ -114,7 +134,7 @@ class SegmentationReport:
             if self.use_spacing and "affine" in meta:
                 affine = np.asarray(meta["affine"], dtype=float)
                 spacing = np.sqrt((affine[:3, :3] ** 2).sum(0)).tolist()
-            row = {"case": _case_name(meta, len(self.rows))}
+            row = {"case": str(item.get("case_id") or _case_name(meta, len(self.rows)))}
             row.update(case_metrics(self._labels(item["pred"]), self._labels(item["label"]), spacing))
             self.rows.append(row)
 

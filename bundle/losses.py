@@ -33,7 +33,8 @@ class WeightedCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] != self.class_weights.numel():
-            raise ValueError(f"logits have {logits.shape[1]} classes but class_weights has {self.class_weights.numel()}.")
+            n = self.class_weights.numel()
+            raise ValueError(f"logits have {logits.shape[1]} classes but class_weights has {n}.")
         indices = target[:, 0].long()
         ce = nn.functional.cross_entropy(logits.float(), indices, weight=self.class_weights.to(logits.device))
         return self.lambda_ce * ce + self.lambda_dice * self.dice(logits.float(), target)

@@ -158,7 +158,7 @@ class Predictor:
         output_dir.mkdir(parents=True, exist_ok=True)
         cases = select_part(discover_cases(inputs), self.num_parts, self.part_id)
         self._write_arguments(inputs, output_dir, len(cases))
-        records = self._run(cases, output_dir)
+        records = sorted(self._run(cases, output_dir), key=lambda r: r.case_id)
         name = manifest_name(self.num_parts, self.part_id)
         write_manifest(output_dir, records, name)
         counts = {s: sum(r.status == s for r in records) for s in ("done", "failed", "ignored")}
@@ -208,7 +208,7 @@ class Predictor:
         labels, probabilities = self.predict_array(loaded.image)
         return labels, probabilities, time.perf_counter() - start
 
-    def _write(self, output_dir: Path, loaded: LoadedCase, labels: np.ndarray, probabilities: np.ndarray,
+    def _write(self, output_dir: Path, loaded: LoadedCase, labels: np.ndarray, probabilities: np.ndarray | None,
                compute_seconds: float) -> CaseRecord:
         case = loaded.case
         start = time.perf_counter()
@@ -265,8 +265,9 @@ class Predictor:
                 except Exception as err:  # e.g. an image too small for the network: record it, go on
                     finish(self._failed(case, err, read_seconds))
                     continue
-                writes.append(writers.submit(self._write, output_dir, loaded, labels, probabilities, compute_seconds))
-                del loaded, labels, probabilities
+                kept = probabilities if self.output.save_probabilities else None  # free memory early
+                writes.append(writers.submit(self._write, output_dir, loaded, labels, kept, compute_seconds))
+                del loaded, labels, probabilities, kept
                 while writes and (writes[0].done() or len(writes) > 2 * self.num_writers):
                     finish(writes.popleft().result())
             while writes:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Resized
+from monai.transforms import MapTransform, Resized, SaveImage
 
-__all__ = ["SelectChanneld", "ResizeInPlaned"]
+__all__ = ["SelectChanneld", "ResizeInPlaned", "SaveLabeld"]
 
 
 class SelectChanneld(MapTransform):
@@ -64,3 +65,39 @@ class ResizeInPlaned(Resized):
             self.resizer.spatial_size = self.in_plane + (-1,) * max(extra, 0)
             break
         return super().__call__(data, lazy=lazy)
+
+
+class SaveLabeld(MapTransform):
+    """Write label maps with MONAI's ``SaveImage``: 2D labels as PNG (class index x ``png_scale``, rows x cols as
+    the input PNG), volumes as NIfTI (class indices, with the source image's affine from the meta data).
+
+    Args:
+        keys: label keys, channel first (1, H, W) or (1, H, W, D), already inverted to the source geometry.
+        output_dir: folder for the outputs (created).
+        output_postfix: appended to the source file name (``<name>_<postfix>.png`` / ``.nii.gz``).
+        png_scale: multiplier for PNG values so a binary mask is visible (0 / 255); NIfTI keeps class indices.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, output_dir: str, output_postfix: str = "seg", png_scale: int = 255,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        common = {"output_dir": output_dir, "output_postfix": output_postfix, "separate_folder": False,
+                  "resample": False, "print_log": False}
+        self.png_scale = png_scale
+        self.png_saver = SaveImage(output_ext=".png", output_dtype=np.uint8, writer="PILWriter", **common)
+        self.png_saver.set_options(write_kwargs={"reverse_indexing": False})
+        self.nifti_saver = SaveImage(output_ext=".nii.gz", output_dtype=np.uint8, writer="NibabelWriter", **common)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            if label.ndim == 3:  # (1, H, W): a 2D image
+                self.png_saver(label * self.png_scale)
+            elif label.ndim == 4:
+                self.nifti_saver(label)
+            else:
+                raise ValueError(f"{key}: expected a (1, H, W) or (1, H, W, D) label, got shape {tuple(label.shape)}.")
+        return d

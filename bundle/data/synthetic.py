@@ -30,7 +30,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], passes: int 
 
 def _ellipse(grid: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Squared normalised distance of each voxel from ``centre`` (< 1 inside the ellipse/ellipsoid)."""
-    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii))
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
 
 
 def make_synthetic_volume(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import CaseError
 from .geometry import Geometry, dicom_affine
@@ -38,11 +38,16 @@ class DicomSource:
 def _dcmread(path: Path) -> pydicom.Dataset:
     try:
         try:
-            return pydicom.dcmread(path)
-        except InvalidDicomError:
-            return pydicom.dcmread(path, force=True)
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:  # no preamble: discovery has seen that it starts with a DICOM tag
+            ds = pydicom.dcmread(path, force=True)
     except Exception as err:  # pydicom raises many types on truncated or corrupt files
         raise CaseError(path, f"unreadable DICOM file ({type(err).__name__}: {err})") from err
+    if "TransferSyntaxUID" not in ds.file_meta:  # old files without meta header: the encoding read is the syntax
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
 
 
 def _check_is_image(path: Path, ds: pydicom.Dataset) -> None:

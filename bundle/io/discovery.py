@@ -210,7 +210,7 @@ def discover_cases(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     cases = [case for path in files if (case := _classify(path, root, series)) is not None]
     cases += [Case(_safe_id(str(f.relative_to(root))) if f != root else "empty_input", "empty", (f,), root,
                    error="empty folder: no files in it or below it") for f in empty_folders]
-    cases += [_dicom_case(uid, files, headers, root) for uid, (files, headers) in series.items()]
+    cases += [_dicom_case(uid, members, headers, root) for uid, (members, headers) in series.items()]
     cases = _unique_ids(sorted(cases, key=lambda c: (c.case_id, str(c.paths[0]))))
     logger.info("found %d case(s) under %s", sum(c.kind != "ignored" for c in cases), root)
     return sorted(cases, key=lambda c: c.case_id)

@@ -72,7 +72,7 @@ class LocalPyramid(nn.Module):
         if len(in_channels) != len(modes) or not in_channels:
             raise ValueError(f"in_channels {tuple(in_channels)} and modes {tuple(modes)} must be non-empty and match.")
         self.convs = nn.ModuleList(
-            [_pyramid_conv(spatial_dims, c, out_channels, m) for c, m in zip(in_channels, modes)]
+            [_pyramid_conv(spatial_dims, c, out_channels, m) for c, m in zip(in_channels, modes, strict=True)]
         )
         self.fuse = ConvNorm(spatial_dims, len(modes) * out_channels, out_channels, 3, bias=True, deploy=deploy)
         self.act = get_act_layer("gelu")

@@ -73,7 +73,8 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(hidden_size)
         self.attn = attention
         self.norm2 = nn.LayerNorm(hidden_size)
-        self.mlp = MLPBlock(hidden_size, int(round(hidden_size * mlp_ratio)), dropout_rate, act="GELU", dropout_mode="vit")
+        mlp_dim = int(round(hidden_size * mlp_ratio))
+        self.mlp = MLPBlock(hidden_size, mlp_dim, dropout_rate, act="GELU", dropout_mode="vit")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

@@ -1,0 +1,209 @@
+"""2D neighborhood attention: exactness against a per-pixel brute force, NATTEN's border rule, the module, export."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bundle.networks.blocks.neighborhood_attention import NeighborhoodAttention, neighborhood_attention_2d
+
+
+def reference_attention(q, k, v, kernel_size, scale=None):
+    """Brute force: loops over query pixels; the window shifts inward at the border and is clipped to short axes."""
+    b, nh, h, w, d = q.shape
+    scale = d**-0.5 if scale is None else scale
+    kh, kw = min(kernel_size, h), min(kernel_size, w)
+    out = torch.empty_like(q)
+    for i in range(h):
+        top = i - kh // 2
+        top = 0 if top < 0 else (h - kh if top + kh > h else top)
+        for j in range(w):
+            left = j - kw // 2
+            left = 0 if left < 0 else (w - kw if left + kw > w else left)
+            keys = k[:, :, top : top + kh, left : left + kw].reshape(b, nh, kh * kw, d)
+            values = v[:, :, top : top + kh, left : left + kw].reshape(b, nh, kh * kw, d)
+            weights = torch.softmax(torch.einsum("bnd,bnkd->bnk", q[:, :, i, j], keys) * scale, -1)
+            out[:, :, i, j] = torch.einsum("bnk,bnkd->bnd", weights, values)
+    return out
+
+
+def random_qkv(shape, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(3)]
+
+
+CASES = [  # (B, heads, H, W, d), kernel_size
+    ((1, 1, 5, 7, 4), 3),
+    ((2, 3, 9, 6, 8), 3),
+    ((1, 2, 9, 6, 5), 5),
+    ((2, 1, 13, 13, 4), 7),
+    ((1, 2, 8, 11, 3), 5),
+    ((2, 2, 2, 2, 4), 3),  # both axes shorter than the kernel
+    ((1, 2, 1, 9, 4), 3),  # a single row
+    ((1, 1, 6, 4, 2), 7),  # one axis shorter than the kernel
+    ((1, 1, 6, 5, 2), 1),
+]
+
+
+@pytest.mark.parametrize("shape,kernel_size", CASES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_matches_brute_force(shape, kernel_size, dtype, tol):
+    q, k, v = random_qkv(shape, dtype)
+    out = neighborhood_attention_2d(q, k, v, kernel_size)
+    assert out.shape == shape and out.dtype == dtype
+    assert (out - reference_attention(q, k, v, kernel_size)).abs().max().item() <= tol
+
+
+def test_custom_scale():
+    q, k, v = random_qkv((1, 2, 7, 8, 4), torch.float64)
+    out = neighborhood_attention_2d(q, k, v, 3, scale=0.3)
+    assert (out - reference_attention(q, k, v, 3, scale=0.3)).abs().max().item() <= 1e-12
+    assert (out - neighborhood_attention_2d(q, k, v, 3)).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("shape,kernel_size", [((2, 2, 2, 2, 4), 3), ((1, 2, 5, 7, 4), 7), ((1, 1, 3, 3, 2), 5)])
+def test_window_covering_the_map_is_global_attention(shape, kernel_size):
+    q, k, v = random_qkv(shape, torch.float64)
+    b, nh, h, w, d = shape
+    tokens = [t.reshape(b, nh, h * w, d) for t in (q, k, v)]
+    expected = F.scaled_dot_product_attention(*tokens).reshape(shape)
+    torch.testing.assert_close(neighborhood_attention_2d(q, k, v, kernel_size), expected)
+
+
+def test_gradients_match_brute_force():
+    q, k, v = (t.requires_grad_() for t in random_qkv((2, 2, 7, 6, 3), torch.float64))
+    weight = torch.randn(2, 2, 7, 6, 3, dtype=torch.float64)
+    fast = torch.autograd.grad((neighborhood_attention_2d(q, k, v, 5) * weight).sum(), (q, k, v))
+    slow = torch.autograd.grad((reference_attention(q, k, v, 5) * weight).sum(), (q, k, v))
+    for g_fast, g_slow in zip(fast, slow, strict=True):
+        torch.testing.assert_close(g_fast, g_slow)
+
+
+def test_border_window_shifts_inward():
+    """Corner pixel (0, 0), k = 3: NATTEN's window is rows/cols 0..2, not the zero-padded -1..1."""
+    q, k, v = random_qkv((1, 1, 6, 6, 4), torch.float64)
+    base = neighborhood_attention_2d(q, k, v, 3)
+    k2 = k.clone()
+    k2[:, :, 2, 2] += 5.0  # outside a centred (zero-padded) window, inside the shifted one
+    changed = neighborhood_attention_2d(q, k2, v, 3)
+    assert (changed[:, :, 0, 0] - base[:, :, 0, 0]).abs().max().item() > 1e-3
+    k3 = k.clone()
+    k3[:, :, 3, 0] += 5.0  # outside the shifted window
+    untouched = neighborhood_attention_2d(q, k3, v, 3)
+    assert (untouched[:, :, 0, 0] - base[:, :, 0, 0]).abs().max().item() == 0.0
+    # the corner output is exactly attention over the top-left 3 x 3 block
+    block = [t[:, :, :3, :3].reshape(1, 1, 9, 4) for t in (k, v)]
+    expected = F.scaled_dot_product_attention(q[:, :, 0:1, 0], *block)[:, :, 0]
+    torch.testing.assert_close(base[:, :, 0, 0], expected)
+    # k = 5: the last pixel (5, 5) of a 6 x 6 map sees rows/cols 1..5, so value (5, 1) matters (zero padding: 3..7)
+    v4 = v.clone()
+    v4[:, :, 5, 1] += 5.0
+    last, last_changed = (neighborhood_attention_2d(q, k, vv, 5)[:, :, 5, 5] for vv in (v, v4))
+    assert (last_changed - last).abs().max().item() > 1e-6
+
+
+def test_function_rejects_bad_arguments():
+    q, k, v = random_qkv((1, 1, 4, 4, 2))
+    for kernel_size in (0, 2, -3):
+        with pytest.raises(ValueError, match="kernel_size"):
+            neighborhood_attention_2d(q, k, v, kernel_size)
+    with pytest.raises(ValueError, match="shape"):
+        neighborhood_attention_2d(q, k[:, :, :3], v, 3)
+
+
+def test_module_shape_and_gradients():
+    torch.manual_seed(0)
+    module = NeighborhoodAttention(hidden_size=12, num_heads=3, kernel_size=3)
+    x = torch.randn(2, 9, 11, 12, requires_grad=True)
+    out = module(x)
+    assert out.shape == (2, 9, 11, 12)
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, param in module.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("kernel_size,qkv_bias,size", [(3, True, (7, 9)), (5, False, (6, 5)), (3, True, (2, 2))])
+def test_module_matches_manual_computation(kernel_size, qkv_bias, size):
+    torch.manual_seed(1)
+    hidden, heads = 8, 2
+    module = NeighborhoodAttention(hidden, heads, kernel_size=kernel_size, qkv_bias=qkv_bias).double().eval()
+    x = torch.randn(2, *size, hidden, dtype=torch.float64)
+    qkv = F.linear(x, module.qkv.weight, module.qkv.bias).reshape(2, *size, 3, heads, hidden // heads)
+    q, k, v = (qkv[..., i, :, :].permute(0, 3, 1, 2, 4) for i in range(3))  # (B, heads, H, W, d)
+    attn = reference_attention(q, k, v, kernel_size).permute(0, 2, 3, 1, 4).reshape(2, *size, hidden)
+    expected = F.linear(attn, module.proj.weight, module.proj.bias)
+    torch.testing.assert_close(module(x), expected)
+
+
+def test_module_attention_dropout():
+    torch.manual_seed(2)
+    x = torch.randn(1, 6, 6, 8)
+    module = NeighborhoodAttention(8, 2, dropout_rate=1.0).train()
+    # every attention weight dropped: the output is the output projection's bias alone
+    torch.testing.assert_close(module(x), module.proj.bias.expand(1, 6, 6, 8))
+    module.eval()
+    assert (module(x) - module.proj.bias).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(hidden_size=10, num_heads=3), r"hidden_size \(10\) must be divisible by num_heads \(3\)"),
+        (dict(hidden_size=8, num_heads=0), "num_heads"),
+        (dict(hidden_size=8, num_heads=2, kernel_size=4), "kernel_size"),
+        (dict(hidden_size=8, num_heads=2, kernel_size=0), "kernel_size"),
+        (dict(hidden_size=8, num_heads=2, dropout_rate=1.5), "dropout_rate"),
+    ],
+)
+def test_module_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NeighborhoodAttention(**kwargs)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["script", "trace"])
+def test_torchscript_round_trip(mode, tmp_path):
+    torch.manual_seed(3)
+    module = NeighborhoodAttention(8, 2, kernel_size=3).eval()
+    x = torch.randn(2, 7, 9, 8)
+    compiled = torch.jit.script(module) if mode == "script" else _quiet(torch.jit.trace, module, x)
+    torch.jit.save(compiled, str(tmp_path / "na.pt"))
+    loaded = torch.jit.load(str(tmp_path / "na.pt"))
+    # scripting is shape-generic (small maps too); a trace fixes min(kernel, H/W), valid for maps >= the kernel
+    others = [torch.randn(1, 5, 12, 8)] + ([torch.randn(1, 2, 1, 8)] if mode == "script" else [])
+    for inp in [x, *others]:
+        torch.testing.assert_close(loaded(inp), module(inp), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_export_matches_pytorch(dynamo, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    torch.manual_seed(4)
+    module = NeighborhoodAttention(8, 2, kernel_size=3).eval()
+    x = torch.randn(2, 7, 9, 8)
+    path = str(tmp_path / "na.onnx")
+    if dynamo:
+        _quiet(torch.onnx.export, module, (x,), path, dynamo=True, verbose=False)
+    else:
+        axes = {"x": {0: "batch", 1: "height", 2: "width"}}
+        _quiet(
+            torch.onnx.export, module, (x,), path, dynamo=False, opset_version=17, input_names=["x"], dynamic_axes=axes
+        )
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    inputs = [x] if dynamo else [x, torch.randn(1, 5, 12, 8)]
+    for inp in inputs:
+        (out,) = session.run(None, {name: inp.numpy()})
+        assert abs(out - module(inp).detach().numpy()).max() <= 1e-4

@@ -1,0 +1,219 @@
+"""The bundle's configs through MONAI's own tools: metadata schema, network in/out, TorchScript export, and every
+workflow (train, evaluate, inference, multi-GPU) run by ConfigWorkflow / ``monai.bundle run`` on generated data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from PIL import Image
+
+from bundle.data.datalist import build_datalist, write_datalist
+from bundle.networks import LMNet
+from tests.conftest import ROOT
+
+CONFIGS = ROOT / "configs"
+SCHEMA = ROOT / "tests" / "data" / "meta_schema_20240725.json"
+FAST = {"roi_size": [32, 32], "num_workers": 0, "sw_batch_size": 8}
+
+
+def _workflow(files: list[str], workflow_type: str, **overrides) -> ConfigWorkflow:
+    config = [str(CONFIGS / f) for f in files]
+    return ConfigWorkflow(
+        config_file=config if len(config) > 1 else config[0],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(ROOT),
+        **overrides,
+    )
+
+
+def _bundle_cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A training-form state_dict of the default LMNet (as CheckpointSaver writes model.pt)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    torch.save(LMNet(spatial_dims=2, in_channels=1, out_channels=2).state_dict(), path)
+    return path
+
+
+def test_metadata_is_valid_and_one_file():
+    result = _bundle_cli("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(SCHEMA))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "metadata is verified with no error" in result.stdout + result.stderr
+    top = ROOT / "metadata.json"
+    assert top.is_symlink() and top.resolve() == (CONFIGS / "metadata.json").resolve()
+    for path in CONFIGS.rglob("*.json"):  # the model zoo's formatting rule: 4-space indented JSON
+        text = path.read_text()
+        assert text == json.dumps(json.loads(text), indent=4) + "\n", f"{path} is not 4-space formatted JSON"
+
+
+def test_verify_net_in_out():
+    result = _bundle_cli(
+        "verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json", "--bundle_root", ".",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+
+
+def test_ckpt_export_torchscript(random_checkpoint, tmp_path):
+    out = tmp_path / "model.ts"
+    result = _bundle_cli(
+        "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", str(random_checkpoint),
+        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", ".",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = torch.jit.load(str(out))
+    net = LMNet(spatial_dims=2, in_channels=1, out_channels=2).eval()
+    net.load_state_dict(torch.load(random_checkpoint, weights_only=True))
+    x = torch.rand(1, 1, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+def _train(tmp_path: Path, dataset: Path, extra: list[str] = (), **overrides) -> ConfigWorkflow:
+    settings = {"max_epochs": 2, "val_interval": 1, "batch_size": 2, "num_samples": 2, **FAST, **overrides}
+    wf = _workflow(
+        ["train.json", *extra], "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"),
+        datalist=str(tmp_path / "datalist.json"), **settings,
+    )
+    wf.initialize()
+    assert wf.check_properties() == [] or all("optional" not in str(m) for m in wf.check_properties())
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def test_train_workflow_lgg(synthetic_lgg, tmp_path):
+    wf = _train(tmp_path, synthetic_lgg)
+    assert wf.max_epochs == 2 and wf.val_interval == 1
+    trainer = wf.trainer
+    assert trainer.state.epoch == 2
+    ckpts = tmp_path / "train" / "checkpoints"
+    assert (ckpts / "model.pt").is_file()  # best validation Dice
+    latest = list(ckpts.glob("latest*.pt"))
+    assert [p.name for p in latest] == ["latest_checkpoint_2.pt"]
+    state = torch.load(latest[0], weights_only=False)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    datalist = json.loads((tmp_path / "datalist.json").read_text())
+    assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
+
+
+def test_train_workflow_busi_overlay(synthetic_busi, tmp_path):
+    wf = _train(tmp_path, synthetic_busi, extra=["busi/train.json"], max_epochs=1)
+    assert wf.trainer.state.epoch == 1
+    assert (tmp_path / "train" / "checkpoints" / "model.pt").is_file()
+
+
+def test_training_killed_mid_run_resumes(synthetic_lgg, tmp_path):
+    """Kill a training process after its first epoch's checkpoint; the rerun continues at epoch 2, not 1."""
+    args = [
+        "run", "--config_file", "configs/train.json", "--bundle_root", ".", "--dataset_dir", str(synthetic_lgg),
+        "--output_dir", str(tmp_path / "train"), "--datalist", str(tmp_path / "datalist.json"),
+        "--max_epochs", "40", "--val_interval", "100", "--batch_size", "2", "--num_samples", "2",
+        "--roi_size", "[32, 32]", "--num_workers", "0",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ckpts = tmp_path / "train" / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "monai.bundle", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if list(ckpts.glob("latest*.pt")) or proc.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.5"])
+    finally:
+        proc.kill()
+        proc.wait()
+    saved = list(ckpts.glob("latest*.pt"))
+    assert saved, "no checkpoint was written before the kill"
+    trainer_state = torch.load(saved[0], weights_only=False)["trainer"]
+    epoch_done = trainer_state["iteration"] // trainer_state["epoch_length"]
+    assert 1 <= epoch_done < 40
+    args[args.index("40")] = str(epoch_done + 1)  # one more epoch is enough to show where it starts
+    result = _bundle_cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f"Epoch: {epoch_done + 1}/{epoch_done + 1}" in log
+    assert "Epoch: 1/" not in log
+    remaining = list(ckpts.glob("latest*.pt"))
+    assert len(remaining) == 1
+    final = torch.load(remaining[0], weights_only=False)
+    assert final["trainer"]["iteration"] // final["trainer"]["epoch_length"] == epoch_done + 1
+    assert final["lr_scheduler"]["last_epoch"] == epoch_done + 1
+
+
+def test_evaluate_workflow_writes_metrics(synthetic_lgg, random_checkpoint, tmp_path):
+    wf = _workflow(
+        ["train.json", "evaluate.json"], "eval", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "eval"),
+        datalist=str(tmp_path / "datalist.json"), ckpt_path=str(random_checkpoint), **FAST,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("case,dice,mdice,iou,miou,hd95,hd,precision,recall,accuracy,rad")
+    assert len(rows) == 2 and rows[1].startswith("SYN_")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert 0.0 <= summary["accuracy/all"]["mean"] <= 1.0
+    assert "| dice |" in (tmp_path / "eval" / "summary.md").read_text()
+
+
+def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_checkpoint, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    volume = inputs / "vol_image.nii.gz"
+    volume.write_bytes((synthetic_lgg / "SYN_000_image.nii.gz").read_bytes())
+    png = inputs / "us.png"
+    png.write_bytes((synthetic_busi / "benign" / "benign_1.png").read_bytes())
+    wf = _workflow(
+        ["inference.json"], "infer", dataset_dir=str(inputs), output_dir=str(tmp_path / "out"),
+        ckpt_path=str(random_checkpoint), **FAST,
+    )
+    wf.initialize()
+    assert wf.check_properties() == [] or wf.check_properties() is not None
+    wf.run()
+    wf.finalize()
+    source = nib.load(volume)
+    label = nib.load(tmp_path / "out" / "vol_image_seg.nii.gz")
+    assert label.shape == source.shape[:3]
+    np.testing.assert_allclose(label.affine, source.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(label.dataobj))) <= {0, 1}
+    out_png = Image.open(tmp_path / "out" / "us_seg.png")
+    assert out_png.size == Image.open(png).size
+    assert set(np.unique(np.asarray(out_png))) <= {0, 255}
+
+
+def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
+    """Two gloo processes on the CPU stand in for two GPUs: DDP, DistributedSampler, destroy_process_group."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # two validation cases, so each rank's DistributedSampler gets one
+    write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.3, 0.2)), tmp_path / "datalist.json")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "monai.bundle", "run", "--config_file", "['configs/train.json', 'configs/multi_gpu_train.json']",
+        "--bundle_root", ".", "--dataset_dir", str(synthetic_lgg), "--output_dir", str(tmp_path / "ddp"),
+        "--datalist", str(tmp_path / "datalist.json"), "--max_epochs", "1", "--val_interval", "1",
+        "--batch_size", "1", "--num_samples", "2", "--roi_size", "[32, 32]", "--num_workers", "0",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert (tmp_path / "ddp" / "checkpoints" / "model.pt").is_file()
+    assert len(list((tmp_path / "ddp" / "checkpoints").glob("latest*.pt"))) == 1
