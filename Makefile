@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m scripts.model_stats --quick
+	$(PY) -m scripts.demo
 
 stats: $(STAMP)
 	$(PY) -m scripts.model_stats

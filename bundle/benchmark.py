@@ -7,7 +7,6 @@ each number. Timing happens here, never in tests.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -146,22 +145,33 @@ def module_time_share(model: nn.Module, input_shape: Sequence[int], module_type:
     return spent[0] / total
 
 
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def _peak_worker(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int, queue) -> None:
     torch.set_num_threads(threads)
     model = builder().eval()
     x = torch.randn(*input_shape)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident set
+        f.write("5")
+    before = _status_kib("VmRSS")
     with torch.inference_mode():
         model(x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((after - before) / 1024.0)  # ru_maxrss is in KiB on Linux
+    queue.put((_status_kib("VmHWM") - before) / 1024.0)
 
 
 def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 1) -> float:
-    """Peak extra CPU memory (MiB) of one forward pass: the rise of the peak resident set size in a fresh process.
+    """Peak extra CPU memory (MiB) of one forward pass, measured in a fresh process (Linux): the model is built,
+    the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``), one inference-mode forward runs on
+    ``input_shape``, and the new peak minus the resident set before the forward is returned.
 
-    ``builder`` must be picklable (a module-level function or ``functools.partial``); the model is built, then
-    the peak RSS is read before and after one inference-mode forward on ``input_shape``.
+    ``builder`` must be picklable (a module-level function or ``functools.partial``).
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

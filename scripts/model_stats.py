@@ -3,6 +3,7 @@
 Usage (from the repository root):
     python -m scripts.model_stats                 # the full table in docs/architecture.md (several minutes)
     python -m scripts.model_stats --quick         # batch 1, 2 threads, fewer runs (about a minute)
+    python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is shown")
     parser.add_argument("--quick", action="store_true", help="batch 1 and 2 threads only, 3 runs, no memory column")
     parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's reference networks")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
@@ -57,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.lmnet_only:
         builders.update(reference_models(args.in_channels, 2))
+    compiled = {}
+    if args.compile:
+        compiled["LM-Net deployed + torch.compile"] = builders["LM-Net deployed (re-parameterized)"]
+        if not args.lmnet_only:
+            unet = "MONAI UNet (64..1024, 2 res units)"
+            compiled[unet + " + torch.compile"] = builders[unet]
 
     shape1 = (1, args.in_channels, args.size, args.size)
     print(f"# {args.size} x {args.size}, {args.in_channels} input channel(s), 2 classes; torch {torch.__version__}, "
@@ -68,14 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         header.append("peak MiB b1 t1")
     print(_row(header))
     print(_row(["---"] * len(header)))
-    for name, build in builders.items():
+    rows = [(name, build, False) for name, build in builders.items()]
+    rows += [(name, build, True) for name, build in compiled.items()]
+    for name, build, use_compile in rows:
         model = build().eval()
+        if name.startswith("LM-Net deployed"):
+            model = reparameterize_model(model, inplace=True)  # channels-last layout, as users get it
         cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, shape1) / 1e9:.2f}"]
-        latencies = [measure_latency(model, (b, *shape1[1:]), t, repeats, warmup=1) for b, t in settings]
+        runner = torch.compile(model) if use_compile else model  # compiled during the warm-up run
+        latencies = [measure_latency(runner, (b, *shape1[1:]), t, repeats, warmup=2) for b, t in settings]
         cells += [f"{ms:.1f}" for ms in latencies]
         cells.append(f"{settings[-1][0] * 1e3 / latencies[-1]:.1f}")
         if not args.quick:
-            cells.append(f"{measure_peak_memory(build, shape1, threads=1):.0f}")
+            memory = "-" if use_compile else f"{measure_peak_memory(build, shape1, threads=1):.0f}"
+            cells.append(memory)
         print(_row(cells), flush=True)
     for source, params, macs in PUBLISHED:
         print(_row([source, f"{params:.2f}", f"{macs:.2f}"] + ["-"] * (len(header) - 3)))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import torch
 import torch.nn as nn
 
 __all__ = ["reparameterize_model"]
 
 
-def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
+def reparameterize_model(model: nn.Module, inplace: bool = False, channels_last: bool = True) -> nn.Module:
     """Fuse every re-parameterizable module of ``model`` into its inference form.
 
     Calls ``switch_to_deploy()`` on each module that has one (multi-kernel depthwise convs, conv + BN pairs).
@@ -19,6 +20,8 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     Args:
         model: any module, e.g. :class:`bundle.networks.LMNet`.
         inplace: modify ``model`` itself; by default a deep copy is converted and ``model`` is left untouched.
+        channels_last: also store the 4D weights channels-last (NHWC), which makes the convolutions and the
+            channels-last transformer layers faster on CPU and on GPU tensor cores; values are unchanged.
 
     Returns:
         The re-parameterized model (``model`` itself when ``inplace``).
@@ -30,4 +33,6 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
         switch = getattr(module, "switch_to_deploy", None)
         if callable(switch):
             switch()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     return model

@@ -106,7 +106,7 @@ def test_reparameterize_twice_is_harmless_and_deploy_constructor_loads_strictly(
         ({"in_channels": 0}, "in_channels"),
         ({"features": (8, 16, 32, 64)}, "features"),
         ({"gft_heads": 5}, "gft_heads"),
-        ({"lft_heads": 3}, "lft_heads"),
+        ({"lft_heads": 5}, "lft_heads"),
         ({"lft_heads": (2, 2, 2)}, "lft_heads"),
         ({"lft_kernel_size": 4}, "lft_kernel_size"),
         ({"dropout": 1.5}, "dropout"),

@@ -132,4 +132,4 @@ class FeatureTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
         x = self.layers(x.permute(self.to_channels_last))  # channels-last tokens
-        return self.out_conv(x.permute(self.to_channels_first).contiguous())
+        return self.out_conv(x.permute(self.to_channels_first))  # a channels-last view: no copy
