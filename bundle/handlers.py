@@ -128,13 +128,15 @@ class SegmentationReport:
         return (x.argmax(0) if x.shape[0] > 1 else x[0]).numpy()
 
     def collect(self, engine: Engine) -> None:
-        for item in engine.state.output:
+        batch = engine.state.batch if isinstance(engine.state.batch, list) else []
+        for index, item in enumerate(engine.state.output):
             meta = getattr(item["label"], "meta", {}) or {}
+            source = batch[index] if index < len(batch) and isinstance(batch[index], dict) else item
             spacing = None
             if self.use_spacing and "affine" in meta:
                 affine = np.asarray(meta["affine"], dtype=float)
                 spacing = np.sqrt((affine[:3, :3] ** 2).sum(0)).tolist()
-            row = {"case": str(item.get("case_id") or _case_name(meta, len(self.rows)))}
+            row = {"case": str(source.get("case_id") or _case_name(meta, len(self.rows)))}
             row.update(case_metrics(self._labels(item["pred"]), self._labels(item["label"]), spacing))
             self.rows.append(row)
 
