@@ -95,7 +95,7 @@ def _train(tmp_path: Path, dataset: Path, extra: list[str] = (), **overrides) ->
         datalist=str(tmp_path / "datalist.json"), **settings,
     )
     wf.initialize()
-    assert wf.check_properties() == [] or all("optional" not in str(m) for m in wf.check_properties())
+    assert wf.check_properties() == []  # no required property missing
     wf.run()
     wf.finalize()
     return wf
@@ -166,6 +166,7 @@ def test_evaluate_workflow_writes_metrics(synthetic_lgg, random_checkpoint, tmp_
         datalist=str(tmp_path / "datalist.json"), ckpt_path=str(random_checkpoint), **FAST,
     )
     wf.initialize()
+    assert wf.check_properties() == []
     wf.run()
     wf.finalize()
     rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
@@ -189,7 +190,7 @@ def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_
         ckpt_path=str(random_checkpoint), **FAST,
     )
     wf.initialize()
-    assert wf.check_properties() == [] or wf.check_properties() is not None
+    assert wf.check_properties() == []
     wf.run()
     wf.finalize()
     source = nib.load(volume)

@@ -1,0 +1,54 @@
+"""The predictor's segmenter gives the same labels as ``configs/inference.json`` run through monai.bundle."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigWorkflow
+
+from bundle.networks import LMNet
+from bundle.segmenter import SliceSegmenter, load_network
+from tests.conftest import ROOT
+
+
+def _half_lesion_network(volume: np.ndarray) -> LMNet:
+    """A random LMNet whose head thresholds one decoder feature at its median, so that about half of the voxels
+    are labelled lesion: a non-trivial map on which two inference paths can be compared voxel by voxel."""
+    torch.manual_seed(0)
+    net = LMNet().eval()
+    features: list[torch.Tensor] = []
+    handle = net.dec1.register_forward_hook(lambda module, args, out: features.append(out[:, 0].flatten()))
+    SliceSegmenter(net, "lgg", device="cpu")(volume)
+    handle.remove()
+    median = torch.cat(features).median()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.weight[1, 0] = 1.0
+        net.head.bias.copy_(torch.tensor([0.0, -float(median)]))
+    return net
+
+
+def test_segmenter_matches_bundle_inference(synthetic_lgg, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "model.pt"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "case_image.nii.gz").write_bytes((synthetic_lgg / "SYN_001_image.nii.gz").read_bytes())
+    volume = np.asarray(nib.load(inputs / "case_image.nii.gz").dataobj)[..., 1]  # the FLAIR channel
+    net = _half_lesion_network(volume)
+    torch.save(net.state_dict(), weights)
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "inference.json"), meta_file=str(ROOT / "configs" / "metadata.json"),
+        logging_file=str(ROOT / "configs" / "logging.conf"), workflow_type="infer", bundle_root=str(ROOT),
+        dataset_dir=str(inputs), output_dir=str(tmp_path / "out"), ckpt_path=str(weights), num_workers=0,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    expected = np.asarray(nib.load(tmp_path / "out" / "case_image_seg.nii.gz").dataobj)
+
+    labels, probabilities = SliceSegmenter(load_network(weights), "lgg", device="cpu")(volume)
+    assert labels.shape == expected.shape and probabilities.shape == (2, *expected.shape)
+    assert 0 < expected.sum() < expected.size  # random weights still give a non-trivial map to compare
+    assert np.mean(labels == expected) > 0.999
