@@ -29,15 +29,7 @@ from tests.io.helpers import (
     write_text_report,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: the networks here are tiny, and on a shared, busy CPU a second OpenMP thread that is
-    not scheduled stalls every operator."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CountingSegmenter:

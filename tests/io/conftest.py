@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="package")
-def one_torch_thread():
-    """One intra-op thread: the tests' networks are tiny, and on a shared, busy CPU a second OpenMP thread that is
-    not scheduled stalls every operator."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def io_tests_use_one_thread(one_torch_thread):
+    """Every test here runs with one torch intra-op thread (see ``tests/conftest.py``)."""
     yield
-    torch.set_num_threads(threads)
