@@ -170,8 +170,10 @@ class NeighborhoodAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         nh, d = self.num_heads, self.head_dim
-        # (B, H, W, 3 * C) -> contiguous (3, B * heads, d, H, W) in one copy
+        # (B, H, W, 3 * C) -> contiguous (3, B * heads, d, H, W) in one copy (explicit: for B = 1 the reshape
+        # would otherwise be a strided view, on which every later channel-first op runs several times slower)
         qkv = self.qkv(x).reshape(b, h, w, 3, nh, d).permute(3, 0, 4, 5, 1, 2).reshape(3, b * nh, d, h, w)
+        qkv = qkv.contiguous()
         kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
         attn = _neighborhood_logits(qkv[0] * self.scale, qkv[1], kh, kw).softmax(1)
         out = _neighborhood_aggregate(self.attn_drop(attn), qkv[2], kh, kw)
