@@ -151,10 +151,14 @@ class MultiKernelDepthwiseConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
             return self.fused(x)
-        out = torch.zeros_like(x)
-        if self.branches is not None:
-            for branch in self.branches:
-                out = out + branch(x)
+        if self.branches is None:
+            raise RuntimeError("MultiKernelDepthwiseConv has neither branches nor a fused convolution.")
+        out: torch.Tensor | None = None
+        for branch in self.branches:
+            y = branch(x)
+            out = y if out is None else out + y
+        if out is None:
+            raise RuntimeError("MultiKernelDepthwiseConv has no branches.")
         return out
 
     def _pad_to_full(self, kernel: torch.Tensor) -> torch.Tensor:
