@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,7 @@ from .networks import reparameterize_model
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["ReparameterizeHandler", "enable_resume", "SegmentationReport", "latest_checkpoint"]
+__all__ = ["ReparameterizeHandler", "TimeBudget", "enable_resume", "SegmentationReport", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,45 @@ class ReparameterizeHandler:
     def __call__(self, engine: Engine) -> None:
         reparameterize_model(self.network, inplace=True)
         logger.info("network re-parameterized for inference")
+
+
+class TimeBudget:
+    """Stop training at an epoch boundary when another epoch would not fit in ``seconds`` of wall time (measured
+    from the start of this run; ``seconds <= 0`` means no limit). Stopping between epochs keeps the per-epoch
+    checkpoints whole, so a later run with the same budget resumes where this one stopped. Under DDP the ranks
+    agree (the decision is all-reduced), so none is left waiting."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = float(seconds)
+        self._start = 0.0
+        self._epoch_start = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        if self.seconds <= 0:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _started(self, engine: Engine) -> None:
+        self._start = time.perf_counter()
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _check(self, engine: Engine) -> None:
+        import ignite.distributed as idist
+
+        now = time.perf_counter()
+        over = now - self._start + (now - self._epoch_start) > self.seconds
+        if idist.all_reduce(float(over), op="MAX") > 0:  # all DDP ranks stop together
+            logger.info(
+                "time budget of %.0f s reached after epoch %d (%.0f s): stopping", self.seconds, engine.state.epoch,
+                now - self._start,
+            )
+            engine.terminate()
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:

@@ -259,3 +259,9 @@ def test_batch_predictor_reachable_from_inference_config(synthetic_lgg, random_c
     source = nib.load(inputs / "a_image.nii.gz")
     assert label.shape == source.shape[:3]
     np.testing.assert_allclose(label.affine, source.affine, atol=1e-5)
+
+
+def test_time_budget_stops_training_between_epochs(synthetic_lgg, tmp_path):
+    wf = _train(tmp_path, synthetic_lgg, max_epochs=20, time_budget_s=0.001)
+    assert wf.trainer.state.epoch == 1  # the first epoch already exceeds the budget: stop, checkpoint whole
+    assert [p.name for p in (tmp_path / "train" / "checkpoints").glob("latest*.pt")] == ["latest_checkpoint_1.pt"]
