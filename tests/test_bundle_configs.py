@@ -265,3 +265,21 @@ def test_time_budget_stops_training_between_epochs(synthetic_lgg, tmp_path):
     wf = _train(tmp_path, synthetic_lgg, max_epochs=20, time_budget_s=0.001)
     assert wf.trainer.state.epoch == 1  # the first epoch already exceeds the budget: stop, checkpoint whole
     assert [p.name for p in (tmp_path / "train" / "checkpoints").glob("latest*.pt")] == ["latest_checkpoint_1.pt"]
+
+
+def test_multi_gpu_config_properties(synthetic_lgg, tmp_path, monkeypatch):
+    """The multi-GPU overlay through ConfigWorkflow: a one-process gloo group, check_properties, finalize."""
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29531"}.items():
+        monkeypatch.setenv(key, value)
+    wf = _workflow(
+        ["train.json", "multi_gpu_train.json"], "train", dataset_dir=str(synthetic_lgg),
+        output_dir=str(tmp_path / "ddp"), datalist=str(tmp_path / "datalist.json"), **FAST,
+    )
+    wf.initialize()
+    try:
+        assert torch.distributed.is_initialized()
+        assert wf.check_properties() == []
+    finally:
+        wf.finalize()
+    assert not torch.distributed.is_initialized()
