@@ -158,6 +158,9 @@ def test_training_killed_mid_run_resumes(synthetic_lgg, tmp_path):
     final = torch.load(remaining[0], weights_only=False)
     assert final["trainer"]["iteration"] // final["trainer"]["epoch_length"] == epoch_done + 1
     assert final["lr_scheduler"]["last_epoch"] == epoch_done + 1
+    # AdamW's step counts continue from the saved state (a fresh optimizer would count only the last epoch)
+    steps = {float(s["step"]) for s in final["optimizer"]["state"].values()}
+    assert steps == {float(final["trainer"]["iteration"])}
 
 
 def test_evaluate_workflow_writes_metrics(synthetic_lgg, random_checkpoint, tmp_path):
