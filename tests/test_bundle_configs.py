@@ -17,6 +17,7 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from bundle.data.datalist import build_datalist, write_datalist
+from bundle.handlers import latest_checkpoint
 from bundle.networks import LMNet
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -142,9 +143,9 @@ def test_training_killed_mid_run_resumes(synthetic_lgg, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    saved = list(ckpts.glob("latest*.pt"))
-    assert saved, "no checkpoint was written before the kill"
-    trainer_state = torch.load(saved[0], weights_only=False)["trainer"]
+    saved = latest_checkpoint(ckpts)  # the newest, as the resumed run picks it
+    assert saved is not None, "no checkpoint was written before the kill"
+    trainer_state = torch.load(saved, weights_only=False)["trainer"]
     epoch_done = trainer_state["iteration"] // trainer_state["epoch_length"]
     assert 1 <= epoch_done < 40
     args[args.index("40")] = str(epoch_done + 1)  # one more epoch is enough to show where it starts
