@@ -10,6 +10,7 @@ import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -186,8 +187,6 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
 
 def reference_models(in_channels: int = 1, out_channels: int = 2) -> dict[str, Callable[[], nn.Module]]:
     """Builders of MONAI's own 2D networks used as baselines (name -> picklable zero-argument builder)."""
-    from functools import partial
-
     from monai.networks.nets import AttentionUnet, BasicUNet, SwinUNETR, UNet
 
     common = {"in_channels": in_channels, "out_channels": out_channels}

@@ -79,7 +79,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Path]:
         shutil.rmtree(folder, ignore_errors=True)
     logs = s.output_dir / "logs"
     bundle_run(["configs/train.json"], {**common, "output_dir": train_dir, "max_epochs": s.epochs,
-               "val_interval": 5, "batch_size": 4, "num_samples": 4}, logs / "train.log")
+               "val_interval": min(5, s.epochs), "batch_size": 4, "num_samples": 4}, logs / "train.log")
     checkpoint = train_dir / "checkpoints" / "model.pt"
     bundle_run(["configs/train.json", "configs/evaluate.json"],
                {**common, "output_dir": eval_dir, "ckpt_path": checkpoint}, logs / "evaluate.log")

@@ -20,8 +20,9 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, channels_last:
     Args:
         model: any module, e.g. :class:`bundle.networks.LMNet`.
         inplace: modify ``model`` itself; by default a deep copy is converted and ``model`` is left untouched.
-        channels_last: also store the 4D weights channels-last (NHWC), which makes the convolutions and the
-            channels-last transformer layers faster on CPU and on GPU tensor cores; values are unchanged.
+        channels_last: also store the conv weights channels-last (NHWC for 2D, NDHWC for 3D models), which makes
+            the convolutions and the channels-last transformer layers faster on CPU and on GPU tensor cores;
+            values are unchanged.
 
     Returns:
         The re-parameterized model (``model`` itself when ``inplace``).
@@ -34,5 +35,6 @@ def reparameterize_model(model: nn.Module, inplace: bool = False, channels_last:
         if callable(switch):
             switch()
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        volumetric = any(p.dim() == 5 for p in model.parameters())
+        model.to(memory_format=torch.channels_last_3d if volumetric else torch.channels_last)
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bundle.networks import reparameterize_model
 from bundle.networks.blocks import ConvNorm, MultiBranchBlock, MultiKernelDepthwiseConv
 from tests.helpers import randomize_batchnorm
 
@@ -60,6 +61,8 @@ def test_multi_branch_block_switch_is_exact_and_idempotent(spatial_dims, shape):
     assert all(torch.equal(once[k], v) for k, v in block.state_dict().items())
     assert not any("branches" in k or "norm" in k for k in once)
     torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=1e-4)
+    walked = reparameterize_model(randomize_batchnorm(MultiBranchBlock(spatial_dims, 6, 10, 12), seed=5))
+    assert walked(x).shape == expected.shape  # the walker (channels-last layout) handles 2D and 3D
     fresh = MultiBranchBlock(spatial_dims, 6, 10, hidden_channels=12, deploy=True)
     fresh.load_state_dict(once, strict=True)
     torch.testing.assert_close(fresh(x), expected, atol=1e-5, rtol=1e-4)
