@@ -5,8 +5,11 @@ Importing ``bundle`` makes every name the configs use reachable as ``bundle.<mod
 
 from __future__ import annotations
 
-from . import data, handlers, inferers, losses, metrics, networks, tasks, transforms
+from . import checkpoints, data, handlers, inferers, losses, metrics, networks, tasks, transforms
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["data", "handlers", "inferers", "losses", "metrics", "networks", "tasks", "transforms", "__version__"]
+__all__ = [
+    "checkpoints", "data", "handlers", "inferers", "losses", "metrics", "networks", "tasks", "transforms",
+    "__version__",
+]

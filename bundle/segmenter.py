@@ -16,9 +16,11 @@ import torch.nn as nn
 from monai.inferers import SliceInferer
 from monai.transforms import Resize, ScaleIntensityRangePercentiles
 
+from .checkpoints import verify_weights
 from .device import resolve_device, use_amp
 from .networks import LMNet, reparameterize_model
 from .tasks import TaskSettings, get_task
+from .transforms import keep_largest_lesion
 
 __all__ = ["SliceSegmenter", "load_network"]
 
@@ -83,9 +85,11 @@ class SliceSegmenter:
         cls, bundle_root: str | os.PathLike = ".", task: str = "lgg", device: str | torch.device = "auto",
         batch_size: int = 16, weights: str | os.PathLike | None = None,
     ) -> SliceSegmenter:
-        """Load the task's shipped weights (``weights`` overrides the path) from ``bundle_root``."""
+        """Load the task's shipped weights (``weights`` overrides the path) from ``bundle_root``; a shipped file
+        must match the SHA-256 recorded in the bundle metadata (:func:`bundle.checkpoints.verify_weights`)."""
         settings = get_task(task)
         path = Path(weights) if weights is not None else Path(bundle_root) / settings.weights
+        verify_weights(path, bundle_root)
         network = load_network(path, settings.num_classes)
         return cls(network, settings, device, batch_size)
 
@@ -114,7 +118,10 @@ class SliceSegmenter:
             logits = self.inferer(x, self.network)
         probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0]  # (C, h, w, D)
         probs = torch.as_tensor(Resize((*size, -1), mode="bilinear")(probs.cpu()))
-        labels = probs.argmax(0).to(torch.uint8).numpy()
+        labels = probs.argmax(0).to(torch.uint8)
+        if self.task.keep_largest_component:
+            labels = keep_largest_lesion(labels)
+        labels = torch.as_tensor(labels).numpy()
         probs_np = probs.numpy().astype(np.float32, copy=False)
         if image.ndim == 2:
             return labels[..., 0], probs_np[..., 0]

@@ -20,6 +20,7 @@ class TaskSettings:
         channel_index: channel taken from a multi-channel volume (H, W, D, C), e.g. FLAIR = 1 in LGG kaggle_3m.
         class_names: output channel names, background first.
         weights: weights file relative to the bundle root.
+        keep_largest_component: keep only the largest connected lesion of each prediction (a volume as a whole).
     """
 
     name: str
@@ -29,6 +30,7 @@ class TaskSettings:
     channel_index: int = 0
     class_names: tuple[str, ...] = ("background", "lesion")
     weights: str = "models/model.pt"
+    keep_largest_component: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -41,10 +43,12 @@ TASKS: dict[str, TaskSettings] = {
         description="FLAIR abnormality in low-grade glioma brain MRI (one FLAIR channel, slice by slice)",
         channel_index=1,
         weights="models/model.pt",
+        keep_largest_component=True,
     ),
     "busi": TaskSettings(
         name="busi",
         description="Breast lesion in 2D B-mode ultrasound (one grayscale channel)",
+        spatial_size=(128, 128),
         weights="models/busi/model.pt",
     ),
 }

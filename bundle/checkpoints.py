@@ -1,0 +1,97 @@
+"""Shipped weights: SHA-256 digests recorded in ``configs/metadata.json`` and checked whenever a shipped file loads.
+
+``configs/metadata.json`` holds ``"weights_sha256": {"models/model.pt": "<hex>", "models/busi/model.pt": "<hex>"}``
+(paths relative to the bundle root). A weights file at one of those paths must match its digest, otherwise loading
+stops with an error naming the file, so a truncated download or a silently swapped file never serves predictions.
+Files outside that list (a user's own checkpoints) load with their digest logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights"]
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "weights_sha256"
+_METADATA = Path("configs") / "metadata.json"
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path``, read in ``chunk_bytes`` chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recorded_digests(bundle_root: str | os.PathLike) -> dict[str, str]:
+    """``{relative path: hex digest}`` from ``<bundle_root>/configs/metadata.json`` (empty if none recorded)."""
+    meta_path = Path(bundle_root) / _METADATA
+    if not meta_path.is_file():
+        return {}
+    with open(meta_path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    return dict(meta.get(METADATA_KEY, {}))
+
+
+def _relative_to_root(path: Path, bundle_root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(bundle_root.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def verify_weights(path: str | os.PathLike, bundle_root: str | os.PathLike = ".") -> str:
+    """Check ``path`` against the digest recorded for it in the bundle metadata and return ``path`` unchanged.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is a shipped weights file whose SHA-256 differs from the recorded one.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"weights file {file} does not exist (train the bundle or pass the checkpoint path, e.g. --ckpt_path)."
+        )
+    root = Path(bundle_root)
+    relative = _relative_to_root(file, root)
+    expected = recorded_digests(root).get(relative) if relative is not None else None
+    actual = sha256_file(file)
+    if expected is None:
+        logger.info("weights %s (sha256 %s) are not a shipped file of this bundle: not checked.", file, actual)
+    elif actual != expected:
+        raise ValueError(
+            f"weights file {file} is corrupt or was replaced: its sha256 is {actual}, but {root / _METADATA} "
+            f"records {expected} for {relative}."
+        )
+    else:
+        logger.info("weights %s match the recorded sha256 %s.", file, expected)
+    return str(path)
+
+
+def record_weights(bundle_root: str | os.PathLike, relative_path: str) -> str:
+    """Record the SHA-256 of ``<bundle_root>/<relative_path>`` in the bundle metadata (written atomically).
+
+    Returns the digest.
+    """
+    root = Path(bundle_root)
+    digest = sha256_file(root / relative_path)
+    meta_path = root / _METADATA
+    with open(meta_path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    digests = dict(meta.get(METADATA_KEY, {}))
+    digests[Path(relative_path).as_posix()] = digest
+    meta[METADATA_KEY] = dict(sorted(digests.items()))
+    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, indent=4)
+        handle.write("\n")
+    os.replace(tmp, meta_path.resolve())
+    return digest

@@ -1,0 +1,148 @@
+"""Fine-tuning a task's network on annotated images through the bundle's own ``train.json``.
+
+The bundle's training workflow runs as it is (same transforms, loss, optimizer, validation) with the data, epochs
+and output folder of the request, starting from given weights; the best-validation weights are then published
+atomically where the MONAI Label inference task picks them up. This module does not import MONAI Label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigWorkflow
+
+from ..networks import LMNet
+from ..tasks import get_task
+from .spec import ModelSpec
+
+__all__ = ["read_state_dict", "save_state_dict", "fine_tune"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network state dict stored in ``path``: a bare state dict or a checkpoint holding one under
+    ``"model"``, ``"network"`` or ``"state_dict"``."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"weights file {file} does not exist.")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        for key in ("model", "network", "state_dict"):
+            if isinstance(state.get(key), dict):
+                return state[key]
+        return state
+    raise ValueError(f"weights file {file} holds a {type(state).__name__}, not a state dict.")
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Save ``state`` to ``path`` atomically (a reader never sees a half-written file). Returns the path."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _overrides(
+    spec: ModelSpec, train: list[dict], val: list[dict], run_dir: Path, max_epochs: int, learning_rate: float,
+    device: str, num_workers: int,
+) -> dict:
+    return {
+        "bundle_root": str(spec.bundle_root),
+        "output_dir": str(run_dir),
+        "device": device,
+        "amp": device.startswith("cuda"),
+        "max_epochs": int(max_epochs),
+        "val_interval": 1,  # so every run validates and saves its best weights, even a one-epoch run
+        "learning_rate": float(learning_rate),
+        "num_workers": int(num_workers),
+        "resume": False,
+        "train#dataset#data": train,
+        "validate#dataset#data": val,
+    }
+
+
+def _run(spec: ModelSpec, overrides: dict, init_weights: str | os.PathLike | None):
+    """Run the bundle's training workflow with ``overrides`` from ``init_weights``; returns the workflow."""
+    workflow = ConfigWorkflow(
+        config_file=[str(p) for p in spec.train_configs],
+        meta_file=str(spec.bundle_root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **overrides,
+    )
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network")  # the instance the trainer will train
+    if init_weights is not None:
+        network.load_state_dict(read_state_dict(init_weights), strict=True)
+        logger.info("%s: fine-tuning from %s", spec.name, init_weights)
+    else:
+        logger.warning("%s: no weights to start from; training from a random initialisation", spec.name)
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def _finite_or_none(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def fine_tune(
+    spec: ModelSpec,
+    train: list[dict],
+    val: list[dict],
+    run_dir: str | os.PathLike,
+    init_weights: str | os.PathLike | None,
+    max_epochs: int = 10,
+    learning_rate: float = 1e-4,
+    device: str = "cpu",
+    num_workers: int = 0,
+) -> dict:
+    """Train ``spec``'s network with the bundle's training configs on ``train`` / ``val`` (``{"image", "label"}``
+    items), starting from ``init_weights`` (strictly loaded; ``None`` starts from scratch), and publish the
+    best-validation weights to ``spec.finetuned``.
+
+    Returns statistics of the run (also written to ``<spec.run_dir>/train_stats.json``).
+    """
+    if not train:
+        raise ValueError(f"{spec.name}: no training items.")
+    run_dir = Path(run_dir)
+    started = time.time()
+    logger.info("%s: %d training and %d validation items, %d epochs", spec.name, len(train), len(val), max_epochs)
+    overrides = _overrides(spec, train, val, run_dir, max_epochs, learning_rate, device, num_workers)
+    workflow = _run(spec, overrides, init_weights)
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+
+    best = run_dir / "checkpoints" / "model.pt"
+    state = read_state_dict(best) if best.is_file() else workflow.parser.get_parsed_content("network").state_dict()
+    # strict: what is published must load into the network that inference builds
+    LMNet(spatial_dims=2, in_channels=1, out_channels=get_task(spec.task).num_classes).load_state_dict(state)
+    save_state_dict(state, spec.finetuned)
+    stats = {
+        "model": spec.name,
+        "checkpoint": str(spec.finetuned),
+        "source": str(best) if best.is_file() else "the last epoch",
+        "init_weights": str(init_weights) if init_weights is not None else None,
+        "epochs": int(trainer.state.epoch),
+        "train_items": len(train),
+        "val_items": len(val),
+        "best_metric": _finite_or_none(evaluator.state.best_metric),
+        "best_metric_epoch": int(evaluator.state.best_metric_epoch),
+        "run_dir": str(run_dir),
+        "seconds": round(time.time() - started, 1),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    stats_path = spec.run_dir / "train_stats.json"
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(json.dumps(stats, indent=4) + "\n", encoding="utf-8")
+    logger.info("%s: published %s (best validation Dice %s)", spec.name, spec.finetuned, stats["best_metric"])
+    return stats

@@ -1,0 +1,102 @@
+"""The scripts behind the model card: the comparison's parts, the figures, and the result re-computation's scoring
+against label files written the way the bundle writes them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bundle.metrics import summarize
+from scripts import compare, make_figures, reproduce_results
+
+
+def test_epoch_seconds_reads_only_the_trainer_lines():
+    log = "\n".join([
+        "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[1] Complete. Time taken: 00:00:31.500",
+        "2026 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. Time taken: 00:00:40.000",
+        "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 01:02:03.250",
+    ])
+    assert compare.epoch_seconds(log) == [31.5, 3723.25]
+
+
+@pytest.mark.parametrize("name", sorted(compare.NETWORKS))
+def test_every_compared_network_builds_from_its_config(name, one_torch_thread):
+    net = compare.build_network(name).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, 64, 64))
+    assert out.shape == (1, 2, 64, 64)
+
+
+def test_table_has_a_row_per_network_and_the_paper_metrics():
+    row = {"gt_voxels": 10.0, "pred_voxels": 8.0}
+    summary = summarize([{**row, "dice": 0.8, "mdice": 0.9, "iou": 0.7, "miou": 0.85, "hd95": 2.0, "hd": 3.0,
+                          "precision": 1.0, "recall": 0.8, "accuracy": 0.99, "rad": -20.0, "has_lesion": 1.0,
+                          "predicted_lesion": 1.0}])
+    result = {"params_m": 5.31, "macs_g": 5.46, "s_per_epoch": 37.2, "epochs": 6, "ms_per_image": 77.0,
+              "summary": summary}
+    text = compare.table("lgg", {"lmnet": result, "unet": result}, threads=2)
+    lines = text.splitlines()
+    assert len(lines) == 4 and "lesion Dice" in lines[0] and "RAD (%)" in lines[0]
+    assert lines[2].startswith("| LM-Net") and "| 0.8000 | 0.9000 | 0.7000 | 2.00 | -20.00 |" in lines[2]
+
+
+def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
+    """PNG rows x cols and NIfTI voxels are compared in the same orientation as the ground truth."""
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    (data / "benign").mkdir(parents=True)
+    pred.mkdir()
+    gt2d = np.zeros((30, 40), np.uint8)
+    gt2d[5:15, 10:30] = 255
+    Image.fromarray(gt2d).save(data / "benign" / "benign_1_mask.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(data / "benign" / "benign_1.png")
+    half = gt2d.copy()
+    half[:, 20:] = 0  # half of the lesion found
+    Image.fromarray(half).save(pred / "benign_1_seg.png")
+    gt3d = np.zeros((16, 12, 5), np.uint8)
+    gt3d[2:6, 3:9, 1:4] = 1
+    nib.save(nib.Nifti1Image(gt3d, np.eye(4)), data / "p1_label.nii.gz")
+    nib.save(nib.Nifti1Image(gt3d, np.eye(4)), pred / "p1_image_seg.nii.gz")
+    cases = [{"image": "benign/benign_1.png", "label": "benign/benign_1_mask.png", "case_id": "benign_1"},
+             {"image": "p1_image.nii.gz", "label": "p1_label.nii.gz", "case_id": "p1"}]
+    rows = reproduce_results.evaluate(cases, data, pred)
+    assert rows[0]["case"] == "benign_1" and rows[0]["dice"] == pytest.approx(2 * 100 / (200 + 100))
+    assert rows[1]["dice"] == 1.0 and rows[1]["hd95"] == 0.0
+    with pytest.raises(FileNotFoundError, match="no prediction"):
+        reproduce_results.evaluate([{"image": "p2_image.nii.gz", "label": "p1_label.nii.gz"}], data, pred)
+
+
+def test_check_reports_every_difference():
+    summary = {"dice/all": {"mean": 0.81, "std": 0.1, "n": 3.0}, "hd95/all": {"mean": math.nan, "std": 0, "n": 0}}
+    same = json.loads(json.dumps(summary))
+    assert reproduce_results.compare(summary, same) == []
+    other = {"dice/all": {"mean": 0.80, "std": 0.1, "n": 3.0}, "iou/all": {"mean": 0.7, "std": 0.1, "n": 3.0}}
+    problems = reproduce_results.compare(summary, other)
+    assert len(problems) == 2 and "dice/all: recomputed 0.810000, card records 0.800000" in problems[0]
+
+
+def test_training_curves_from_tensorboard_logs(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "logs"))
+    for it in range(1, 21):
+        writer.add_scalar("train_loss", 1.0 / it, it)
+    for epoch in range(1, 5):
+        writer.add_scalar("train_mean_dice", 0.2 * epoch, epoch)
+    writer.add_scalar("val_mean_dice", 0.5, 2)
+    writer.add_scalar("val_mean_dice", 0.7, 4)
+    writer.close()
+    scalars = make_figures.read_scalars(tmp_path / "logs")
+    assert scalars["val_mean_dice"] == [(2, 0.5), (4, pytest.approx(0.7))]
+    assert len(scalars["train_loss"]) == 20
+    out = tmp_path / "curves.png"
+    make_figures.plot_curves(tmp_path / "logs", out, "test")
+    with Image.open(out) as img:
+        assert img.size[0] > 500 and img.size[1] > 200
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        make_figures.read_scalars(tmp_path)
