@@ -3,7 +3,9 @@
 ``configs/metadata.json`` holds ``"weights_sha256": {"models/model.pt": "<hex>", "models/busi/model.pt": "<hex>"}``
 (paths relative to the bundle root). A weights file at one of those paths must match its digest, otherwise loading
 stops with an error naming the file, so a truncated download or a silently swapped file never serves predictions.
-Files outside that list (a user's own checkpoints) load with their digest logged.
+Files outside that list (a user's own checkpoints) load with their digest logged. :func:`read_state_dict`, which
+every loader of the library goes through, checks the file itself; the configs' ``CheckpointLoader`` paths go through
+:func:`verify_weights`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights"]
+import torch
+
+__all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,18 @@ def _relative_to_root(path: Path, bundle_root: Path) -> str | None:
         return None
 
 
-def verify_weights(path: str | os.PathLike, bundle_root: str | os.PathLike = ".") -> str:
+def _owning_bundle(path: Path) -> Path | None:
+    """The nearest folder above ``path`` that holds ``configs/metadata.json`` (the bundle the file lies in)."""
+    for parent in path.resolve().parents:
+        if (parent / _METADATA).is_file():
+            return parent
+    return None
+
+
+def verify_weights(path: str | os.PathLike, bundle_root: str | os.PathLike | None = None) -> str:
     """Check ``path`` against the digest recorded for it in the bundle metadata and return ``path`` unchanged.
+
+    ``bundle_root`` defaults to the bundle the file lies in (the nearest parent folder with ``configs/metadata.json``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -60,8 +74,8 @@ def verify_weights(path: str | os.PathLike, bundle_root: str | os.PathLike = "."
         raise FileNotFoundError(
             f"weights file {file} does not exist (train the bundle or pass the checkpoint path, e.g. --ckpt_path)."
         )
-    root = Path(bundle_root)
-    relative = _relative_to_root(file, root)
+    root = Path(bundle_root) if bundle_root is not None else _owning_bundle(file)
+    relative = _relative_to_root(file, root) if root is not None else None
     expected = recorded_digests(root).get(relative) if relative is not None else None
     actual = sha256_file(file)
     if expected is None:
@@ -95,3 +109,21 @@ def record_weights(bundle_root: str | os.PathLike, relative_path: str) -> str:
         handle.write("\n")
     os.replace(tmp, meta_path.resolve())
     return digest
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network state dict stored in ``path`` (checked with :func:`verify_weights` first): a bare state dict or
+    a checkpoint holding one under ``"model"``, ``"network"`` or ``"state_dict"``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a shipped file that fails its digest, or a file that holds no state dict.
+    """
+    verify_weights(path)
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict):
+        for key in ("model", "network", "state_dict"):
+            if isinstance(state.get(key), dict):
+                return state[key]
+        return state
+    raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict.")

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from monai.handlers import CheckpointLoader
 
+from .io.discovery import strip_image_suffix
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
 
@@ -131,11 +132,7 @@ def _prune_latest(ckpt_dir: str | os.PathLike, keep: str | os.PathLike | None) -
 
 def _case_name(meta: dict, index: int) -> str:
     source = meta.get("filename_or_obj", f"case_{index}")
-    name = Path(str(source)).name
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".nrrd", ".mha"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_image_suffix(Path(str(source)).name)
 
 
 class SegmentationReport:

@@ -16,7 +16,7 @@ import torch.nn as nn
 from monai.inferers import SliceInferer
 from monai.transforms import Resize, ScaleIntensityRangePercentiles
 
-from .checkpoints import verify_weights
+from .checkpoints import read_state_dict
 from .device import resolve_device, use_amp
 from .networks import LMNet, reparameterize_model
 from .tasks import TaskSettings, get_task
@@ -29,25 +29,17 @@ logger = logging.getLogger(__name__)
 
 def load_network(weights: str | os.PathLike | None, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
     """Build the default LMNet, load ``weights`` strictly (training-form state_dict, or a checkpoint dict holding
-    one under ``"model"``/``"network"``), and return the re-parameterized model in eval mode.
+    one under ``"model"``/``"network"``; a shipped file must match its recorded SHA-256, see
+    :func:`bundle.checkpoints.read_state_dict`), and return the re-parameterized model in eval mode.
 
     ``weights=None`` keeps the random initialisation (for tests and benchmarks only).
     """
     net = LMNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} does not exist.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict):
-            for key in ("model", "network", "state_dict"):
-                if key in state and isinstance(state[key], dict):
-                    state = state[key]
-                    break
         try:
-            net.load_state_dict(state, strict=True)
+            net.load_state_dict(read_state_dict(weights), strict=True)
         except RuntimeError as err:
-            raise ValueError(f"weights file {path} does not match LMNet: {err}") from err
+            raise ValueError(f"weights file {weights} does not match LMNet: {err}") from err
     return reparameterize_model(net, inplace=True)
 
 
@@ -85,11 +77,9 @@ class SliceSegmenter:
         cls, bundle_root: str | os.PathLike = ".", task: str = "lgg", device: str | torch.device = "auto",
         batch_size: int = 16, weights: str | os.PathLike | None = None,
     ) -> SliceSegmenter:
-        """Load the task's shipped weights (``weights`` overrides the path) from ``bundle_root``; a shipped file
-        must match the SHA-256 recorded in the bundle metadata (:func:`bundle.checkpoints.verify_weights`)."""
+        """Load the task's shipped weights (``weights`` overrides the path) from ``bundle_root``."""
         settings = get_task(task)
         path = Path(weights) if weights is not None else Path(bundle_root) / settings.weights
-        verify_weights(path, bundle_root)
         network = load_network(path, settings.num_classes)
         return cls(network, settings, device, batch_size)
 
@@ -121,7 +111,7 @@ class SliceSegmenter:
         labels = probs.argmax(0).to(torch.uint8)
         if self.task.keep_largest_component:
             labels = keep_largest_lesion(labels)
-        labels = torch.as_tensor(labels).numpy()
+        labels = np.asarray(labels)
         probs_np = probs.numpy().astype(np.float32, copy=False)
         if image.ndim == 2:
             return labels[..., 0], probs_np[..., 0]

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bundle.tasks import get_task  # noqa: E402
-from scripts.reproduce_results import file_stem, read_label  # noqa: E402
+from scripts.reproduce_results import prediction_path, read_label  # noqa: E402
 
 logger = logging.getLogger("make_figures")
 
@@ -51,10 +51,7 @@ def plot_curves(log_dir: Path, output: Path, title: str) -> None:
     """Training loss (mean per epoch), training Dice and validation Dice (lesion) against the epoch."""
     scalars = read_scalars(log_dir)
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if "train_mean_dice" in scalars:
-        epochs = [s for s, _ in scalars["train_mean_dice"]]
-    else:
-        epochs = []
+    epochs = [step for step, _ in scalars.get("train_mean_dice", [])]
     loss = scalars.get("train_loss", [])
     if loss and epochs:
         per_epoch = np.array_split(np.array([v for _, v in loss]), len(epochs))
@@ -94,7 +91,7 @@ def _read_image(path: Path, channel_index: int) -> np.ndarray:
 def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path, output: Path, count: int) -> None:
     """Rows of image | ground truth | prediction for ``count`` test cases (the largest-lesion slice of a volume)."""
     settings = get_task(task)
-    cases = [c for c in json.loads(split_file.read_text())["test"]]
+    cases = json.loads(split_file.read_text())["test"]
     chosen = []
     for case in cases:
         gt = read_label(dataset_dir / case["label"]) > 0
@@ -105,8 +102,7 @@ def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path
     fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
     for row, (case, gt) in enumerate(chosen):
         image = _read_image(dataset_dir / case["image"], settings.channel_index)
-        ext = ".nii.gz" if case["image"].endswith(".nii.gz") else ".png"
-        pred = read_label(pred_dir / f"{file_stem(Path(case['image']).name)}_seg{ext}") > 0
+        pred = read_label(prediction_path(pred_dir, Path(case["image"]).name)) > 0
         if gt.ndim == 3:  # a volume: the slice with the largest lesion
             k = int(gt.reshape(-1, gt.shape[-1]).sum(0).argmax())
             image, gt, pred = image[..., k], gt[..., k], pred[..., k]

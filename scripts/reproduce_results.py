@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bundle.handlers import SegmentationReport
+from bundle.io.discovery import strip_image_suffix
 from bundle.metrics import case_metrics, summarize
 from bundle.tasks import get_task
 
@@ -56,11 +57,11 @@ def read_label(path: Path) -> np.ndarray:
     return arr if arr.ndim == 2 else arr[..., 0]
 
 
-def file_stem(name: str) -> str:
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+def prediction_path(pred_dir: Path, image_name: str) -> Path:
+    """Where ``configs/inference.json`` writes the label of ``image_name`` (``SaveLabeld``: volumes as NIfTI,
+    2D images as PNG)."""
+    ext = ".nii.gz" if image_name.lower().endswith((".nii", ".nii.gz")) else ".png"
+    return pred_dir / f"{strip_image_suffix(image_name)}_seg{ext}"
 
 
 def run_inference(
@@ -99,12 +100,12 @@ def evaluate(cases: list[dict], dataset_dir: Path, pred_dir: Path) -> list[dict]
     rows = []
     for case in cases:
         image_name = Path(case["image"]).name
-        pred_path = pred_dir / f"{file_stem(image_name)}_seg{'.nii.gz' if image_name.endswith('.nii.gz') else '.png'}"
+        pred_path = prediction_path(pred_dir, image_name)
         if not pred_path.is_file():
             raise FileNotFoundError(f"no prediction {pred_path} for test case {case['image']}.")
         gt = read_label(dataset_dir / case["label"])
         pred = read_label(pred_path)
-        row = {"case": case.get("case_id", file_stem(image_name))}
+        row = {"case": case.get("case_id", strip_image_suffix(image_name))}
         row.update(case_metrics(pred, gt))
         rows.append(row)
     return rows

@@ -58,6 +58,8 @@ def test_recorded_weights_verify_and_tampering_is_refused(bundle_copy):
         verify_weights(weights, bundle_copy)
     with pytest.raises(ValueError, match="corrupt"):
         SliceSegmenter.from_bundle(bundle_copy, "lgg", device="cpu")
+    with pytest.raises(ValueError, match="corrupt"):  # the bundle is found from the file's own location
+        load_network(weights)
 
 
 def test_unlisted_and_missing_weights(bundle_copy, tmp_path):

@@ -20,7 +20,10 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-__all__ = ["Case", "discover_cases", "select_part", "input_fingerprint", "case_kind_of_suffix", "SUFFIXES"]
+__all__ = [
+    "Case", "discover_cases", "select_part", "input_fingerprint", "case_kind_of_suffix", "strip_image_suffix",
+    "SUFFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,8 @@ def case_kind_of_suffix(path: Path) -> str | None:
     return None
 
 
-def _strip_suffix(name: str) -> str:
+def strip_image_suffix(name: str) -> str:
+    """``name`` without its image format suffix (``.nii.gz``, ``.png``, ...; else without its last suffix)."""
     lower = name.lower()
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if lower.endswith(suffix):
@@ -136,7 +140,7 @@ def _input_root(paths: Sequence[Path]) -> Path:
 
 def _file_case(path: Path, root: Path, kind: str, error: str | None = None) -> Case:
     rel = path.relative_to(root)
-    return Case(_safe_id(str(rel.parent / _strip_suffix(rel.name))), kind, (path,), root, error=error)
+    return Case(_safe_id(str(rel.parent / strip_image_suffix(rel.name))), kind, (path,), root, error=error)
 
 
 def _dicom_case(uid: str, files: list[Path], headers: list[pydicom.Dataset], root: Path) -> Case:

@@ -17,28 +17,14 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigWorkflow
 
+from ..checkpoints import read_state_dict
 from ..networks import LMNet
 from ..tasks import get_task
 from .spec import ModelSpec
 
-__all__ = ["read_state_dict", "save_state_dict", "fine_tune"]
+__all__ = ["save_state_dict", "fine_tune"]
 
 logger = logging.getLogger(__name__)
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The network state dict stored in ``path``: a bare state dict or a checkpoint holding one under
-    ``"model"``, ``"network"`` or ``"state_dict"``."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"weights file {file} does not exist.")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict):
-        for key in ("model", "network", "state_dict"):
-            if isinstance(state.get(key), dict):
-                return state[key]
-        return state
-    raise ValueError(f"weights file {file} holds a {type(state).__name__}, not a state dict.")
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:

@@ -28,7 +28,6 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
-from ..checkpoints import verify_weights
 from ..segmenter import load_network
 from ..tasks import get_task
 from ..transforms import SaveLabeld
@@ -116,8 +115,6 @@ class LMNetInferTask(BasicInferTask):
         cached = self._networks.get(device)
         if cached and cached[1] == mtime and cached[2] == path:
             return cached[0]
-        if os.path.realpath(path) == os.path.realpath(self.spec.weights):
-            verify_weights(path, self.spec.bundle_root)
         network = load_network(path, self.num_classes).to(torch.device(device)).eval()
         logger.info("%s: serving weights %s on %s", self.spec.name, path, device)
         self._networks[device] = (network, mtime, path)

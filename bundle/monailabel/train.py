@@ -13,7 +13,6 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import device_list, name_to_device
 
-from ..checkpoints import verify_weights
 from .finetune import fine_tune
 from .spec import ModelSpec, split_items, training_items
 
@@ -60,8 +59,7 @@ class LMNetTrainTask(TrainTask):
         if self.spec.finetuned.is_file():
             return self.spec.finetuned
         if self.spec.weights.is_file():
-            verify_weights(self.spec.weights, self.spec.bundle_root)
-            return self.spec.weights
+            return self.spec.weights  # checked against its recorded digest when it is read
         return None
 
     def __call__(self, request, datastore: Datastore):

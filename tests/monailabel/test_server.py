@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle.monailabel.finetune import read_state_dict
+from bundle.checkpoints import read_state_dict
 from bundle.networks import LMNet
 
 from .conftest import Workspace, start_server
