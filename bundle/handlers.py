@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from monai.handlers import CheckpointLoader
 
-from .io.discovery import strip_image_suffix
+from .data.datalist import strip_image_suffix
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
 

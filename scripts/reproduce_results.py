@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle.data.datalist import strip_image_suffix
 from bundle.handlers import SegmentationReport
-from bundle.io.discovery import strip_image_suffix
 from bundle.metrics import case_metrics, summarize
 from bundle.tasks import get_task
 

@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Case", "LAYOUTS", "detect_layout", "find_cases", "split_cases", "build_datalist", "write_datalist"]
+__all__ = [
+    "Case", "LAYOUTS", "detect_layout", "find_cases", "split_cases", "build_datalist", "write_datalist",
+    "strip_image_suffix",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +190,16 @@ def load_datalist(
 
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".mha", ".mhd")
+
+
+def strip_image_suffix(name: str, suffixes: Sequence[str] = INPUT_SUFFIXES) -> str:
+    """``name`` without its image format suffix (the longest of ``suffixes`` it ends with, case-insensitive;
+    otherwise without its last suffix): ``x_image.nii.gz`` -> ``x_image``."""
+    lower = name.lower()
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def list_images(path: str | os.PathLike) -> list[dict[str, str]]:

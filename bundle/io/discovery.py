@@ -20,10 +20,9 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-__all__ = [
-    "Case", "discover_cases", "select_part", "input_fingerprint", "case_kind_of_suffix", "strip_image_suffix",
-    "SUFFIXES",
-]
+from ..data.datalist import strip_image_suffix
+
+__all__ = ["Case", "discover_cases", "select_part", "input_fingerprint", "case_kind_of_suffix", "SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +75,6 @@ def case_kind_of_suffix(path: Path) -> str | None:
         if name.endswith(suffix):
             return SUFFIXES[suffix]
     return None
-
-
-def strip_image_suffix(name: str) -> str:
-    """``name`` without its image format suffix (``.nii.gz``, ``.png``, ...; else without its last suffix)."""
-    lower = name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def _safe_id(text: str) -> str:
@@ -140,7 +130,8 @@ def _input_root(paths: Sequence[Path]) -> Path:
 
 def _file_case(path: Path, root: Path, kind: str, error: str | None = None) -> Case:
     rel = path.relative_to(root)
-    return Case(_safe_id(str(rel.parent / strip_image_suffix(rel.name))), kind, (path,), root, error=error)
+    stem = strip_image_suffix(rel.name, tuple(SUFFIXES))
+    return Case(_safe_id(str(rel.parent / stem)), kind, (path,), root, error=error)
 
 
 def _dicom_case(uid: str, files: list[Path], headers: list[pydicom.Dataset], root: Path) -> Case:
