@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict"]
+__all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict",
+           "load_initial_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +128,24 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 return state[key]
         return state
     raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict.")
+
+
+def load_initial_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> torch.nn.Module:
+    """Start training from the state dict in ``path`` (fine-tuning): loaded strictly into ``network`` (unwrapped
+    from ``DistributedDataParallel`` first), after the digest check of :func:`read_state_dict`. ``path`` empty or
+    ``None`` leaves the random initialisation. The parameters keep their device and memory format. Returns
+    ``network``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a shipped file that fails its digest, or weights that do not fit ``network`` (keys, shapes).
+    """
+    if not path:
+        return network
+    target = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    try:
+        target.load_state_dict(read_state_dict(path), strict=True)
+    except RuntimeError as err:  # missing / unexpected keys, shape mismatches
+        raise ValueError(f"init_weights {path} do not fit the network: {err}") from err
+    logger.info("training starts from the weights in %s", path)
+    return network

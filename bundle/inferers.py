@@ -1,4 +1,5 @@
-"""An inferer that runs the 2D network on 2D images and slice by slice on 3D volumes."""
+"""An inferer that runs the 2D network on 2D images and slice by slice on 3D volumes, optionally averaging the
+logits over mirrored inputs (flip test-time augmentation)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,33 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-__all__ = ["SliceWiseInferer"]
+__all__ = ["SliceWiseInferer", "FlipAveraged"]
+
+
+class FlipAveraged:
+    """``network`` evaluated on the input and on its mirror images, logits flipped back and averaged: flip
+    test-time augmentation as a drop-in callable for any MONAI inferer.
+
+    Args:
+        network: maps (B, C, H, W) to logits (B, K, H, W).
+        flips: the spatial axes to mirror, one entry per extra pass: ``(0,)`` adds the up-down mirror, ``(1,)`` the
+            left-right one, ``(0, 1)`` both (3 passes). Axis 0 is H. An empty tuple is the plain network.
+
+    Shapes: (B, C, H, W) -> (B, K, H, W); the cost is ``1 + len(flips)`` forward passes.
+    """
+
+    def __init__(self, network: Callable[..., torch.Tensor], flips: Sequence[int] = (1,)) -> None:
+        flips = tuple(int(a) for a in flips)
+        if any(a not in (0, 1) for a in flips) or len(set(flips)) != len(flips):
+            raise ValueError(f"flips must be distinct in-plane axes (0 = H, 1 = W), got {flips!r}.")
+        self.network = network
+        self.dims = [(a + 2,) for a in flips]
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        total = self.network(x, *args, **kwargs)
+        for dims in self.dims:
+            total = total + torch.flip(self.network(torch.flip(x, dims), *args, **kwargs), dims)
+        return total / (1 + len(self.dims))
 
 
 class SliceWiseInferer(Inferer):
@@ -20,10 +47,13 @@ class SliceWiseInferer(Inferer):
         sw_batch_size: windows (slices) per forward pass.
         overlap: sliding-window overlap.
         mode: sliding-window blending ("constant" or "gaussian").
+        tta_flips: in-plane axes (0 = H, 1 = W) to mirror for flip test-time augmentation (see
+            :class:`FlipAveraged`); empty (the default) runs the network once.
     """
 
     def __init__(
-        self, roi_size: Sequence[int], sw_batch_size: int = 8, overlap: float = 0.25, mode: str = "constant"
+        self, roi_size: Sequence[int], sw_batch_size: int = 8, overlap: float = 0.25, mode: str = "constant",
+        tta_flips: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if len(roi_size) != 2:
@@ -31,8 +61,12 @@ class SliceWiseInferer(Inferer):
         kwargs = {"roi_size": tuple(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
         self.image_inferer = SlidingWindowInferer(**kwargs)
         self.volume_inferer = SliceInferer(spatial_dim=2, **kwargs)
+        self.tta_flips = tuple(tta_flips)
+        FlipAveraged(lambda x: x, self.tta_flips)  # validates the axes now, not at the first call
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        if self.tta_flips:
+            network = FlipAveraged(network, self.tta_flips)
         if inputs.ndim == 4:
             return self.image_inferer(inputs, network, *args, **kwargs)
         if inputs.ndim == 5:

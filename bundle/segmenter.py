@@ -18,6 +18,7 @@ from monai.transforms import Resize, ScaleIntensityRangePercentiles
 
 from .checkpoints import read_state_dict
 from .device import resolve_device, use_amp
+from .inferers import FlipAveraged
 from .networks import LMNet, reparameterize_model
 from .tasks import TaskSettings, get_task
 from .transforms import keep_largest_lesion
@@ -105,7 +106,7 @@ class SliceSegmenter:
         x = Resize((*self.task.spatial_size, -1), mode="bilinear")(x)
         x = torch.as_tensor(x)[None].to(self.device)  # (1, 1, h, w, D)
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.inferer(x, self.network)
+            logits = self.inferer(x, FlipAveraged(self.network, self.task.tta_flips))
         probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0]  # (C, h, w, D)
         probs = torch.as_tensor(Resize((*size, -1), mode="bilinear")(probs.cpu()))
         labels = probs.argmax(0).to(torch.uint8)

@@ -21,6 +21,8 @@ class TaskSettings:
         class_names: output channel names, background first.
         weights: weights file relative to the bundle root.
         keep_largest_component: keep only the largest connected lesion of each prediction (a volume as a whole).
+        tta_flips: in-plane axes (0 = H, 1 = W) mirrored for flip test-time augmentation (logits averaged over the
+            plain and mirrored passes, see :class:`bundle.inferers.FlipAveraged`); empty for one pass.
     """
 
     name: str
@@ -31,6 +33,7 @@ class TaskSettings:
     class_names: tuple[str, ...] = ("background", "lesion")
     weights: str = "models/model.pt"
     keep_largest_component: bool = False
+    tta_flips: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -44,12 +47,14 @@ TASKS: dict[str, TaskSettings] = {
         channel_index=1,
         weights="models/model.pt",
         keep_largest_component=True,
+        tta_flips=(1,),
     ),
     "busi": TaskSettings(
         name="busi",
         description="Breast lesion in 2D B-mode ultrasound (one grayscale channel)",
         spatial_size=(128, 128),
         weights="models/busi/model.pt",
+        tta_flips=(1,),
     ),
 }
 

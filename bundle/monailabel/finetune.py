@@ -58,17 +58,17 @@ def _overrides(
 
 def _run(spec: ModelSpec, overrides: dict, init_weights: str | os.PathLike | None):
     """Run the bundle's training workflow with ``overrides`` from ``init_weights``; returns the workflow."""
+    # train.json's ``init_weights`` setting loads them (digest-checked, strict) before the first epoch
     workflow = ConfigWorkflow(
         config_file=[str(p) for p in spec.train_configs],
         meta_file=str(spec.bundle_root / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type="train",
+        init_weights=str(init_weights) if init_weights is not None else "",
         **overrides,
     )
     workflow.initialize()
-    network = workflow.parser.get_parsed_content("network")  # the instance the trainer will train
     if init_weights is not None:
-        network.load_state_dict(read_state_dict(init_weights), strict=True)
         logger.info("%s: fine-tuning from %s", spec.name, init_weights)
     else:
         logger.warning("%s: no weights to start from; training from a random initialisation", spec.name)

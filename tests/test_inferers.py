@@ -1,0 +1,66 @@
+"""Flip test-time augmentation (``bundle.inferers.FlipAveraged``), the slice-wise inferer that applies it, and the
+task settings the configs and ``bundle.tasks`` share."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from bundle.inferers import FlipAveraged, SliceWiseInferer
+from bundle.networks import LMNet, reparameterize_model
+from bundle.tasks import get_task
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def network() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return reparameterize_model(LMNet(features=(8, 16, 32, 64, 128), lft_heads=2, gft_heads=8).eval())
+
+
+@torch.inference_mode()
+def test_flip_average_is_the_mean_of_the_mirrored_passes(network):
+    x = torch.rand(2, 1, 32, 48)
+    expected = (network(x) + network(x.flip(3)).flip(3) + network(x.flip(2)).flip(2)) / 3
+    torch.testing.assert_close(FlipAveraged(network, (1, 0))(x), expected)
+    torch.testing.assert_close(FlipAveraged(network, ())(x), network(x))
+
+
+@torch.inference_mode()
+def test_left_right_averaging_makes_the_network_mirror_equivariant(network):
+    x = torch.rand(1, 1, 32, 48)
+    assert not torch.allclose(network(x.flip(3)), network(x).flip(3), atol=1e-4)  # the plain network is not
+    tta = FlipAveraged(network, (1,))
+    torch.testing.assert_close(tta(x.flip(3)), tta(x).flip(3), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("flips", [(2,), (1, 1), (-1,)])
+def test_bad_flip_axes_are_refused(flips):
+    with pytest.raises(ValueError, match="flips must be distinct in-plane axes"):
+        SliceWiseInferer(roi_size=(32, 32), tta_flips=flips)
+
+
+@torch.inference_mode()
+def test_slice_wise_inferer_applies_flips_to_images_and_volumes(network):
+    inferer = SliceWiseInferer(roi_size=(32, 32), sw_batch_size=4, tta_flips=(1,))
+    tta = FlipAveraged(network, (1,))
+    image = torch.rand(1, 1, 32, 32)
+    torch.testing.assert_close(inferer(image, network), tta(image), atol=1e-5, rtol=1e-5)
+    volume = torch.rand(1, 1, 32, 32, 3)
+    out = inferer(volume, network)
+    for k in range(3):
+        torch.testing.assert_close(out[..., k], tta(volume[..., k]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task, overlays", [("lgg", []), ("busi", ["busi/inference.json"])])
+def test_task_settings_agree_with_the_inference_configs(task, overlays):
+    """``SliceSegmenter`` and the predictor read ``bundle.tasks``, ``monai.bundle run`` the configs: same settings."""
+    settings = get_task(task)
+    for config in ("inference.json", "train.json"):
+        files = [config, *(overlay.replace("inference.json", config) for overlay in overlays)]
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / "configs" / name) for name in files])
+        assert tuple(parser.get_parsed_content("tta_flips")) == settings.tta_flips, config
+        assert parser.get_parsed_content("keep_largest_component") == settings.keep_largest_component, config
+        assert list(parser.get_parsed_content("roi_size")) == list(settings.spatial_size), config
