@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def bundle_run(config_files: Sequence[str], overrides: dict[str, object], log_fi
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(BUNDLE_ROOT)]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
-    logger.info("$ %s", " ".join(cmd[1:]))
+    logger.info("$ %s", shlex.join(["python", *cmd[1:]]))  # copy-pastable into a shell
     env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
