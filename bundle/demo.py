@@ -3,6 +3,7 @@ this bundle's own configs through ``python -m monai.bundle run``, exactly as a u
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -24,7 +25,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 def bundle_run(config_files: Sequence[str], overrides: dict[str, object], log_file: Path) -> None:
     """Run ``python -m monai.bundle run`` from the bundle root with ``config_files`` (relative to it) and
     ``--key value`` overrides; output goes to ``log_file``. Raises ``RuntimeError`` with the log's tail on failure."""
-    config = config_files[0] if len(config_files) == 1 else str(list(config_files))
+    config = config_files[0] if len(config_files) == 1 else json.dumps(list(config_files))
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(BUNDLE_ROOT)]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
