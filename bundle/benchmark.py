@@ -185,18 +185,32 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     return float(result)
 
 
-def reference_models(in_channels: int = 1, out_channels: int = 2) -> dict[str, Callable[[], nn.Module]]:
-    """Builders of MONAI's own 2D networks used as baselines (name -> picklable zero-argument builder)."""
-    from monai.networks.nets import AttentionUnet, BasicUNet, SwinUNETR, UNet
+# MONAI's own 2D networks used as baselines: key -> (table label, ``network_def`` config without the spatial
+# dimensions and channels); ``scripts.compare`` trains these same definitions through the bundle's configs.
+REFERENCE_NETWORKS: dict[str, tuple[str, dict]] = {
+    "unet": (
+        "MONAI UNet (64..1024, 2 res units)",
+        {"_target_": "monai.networks.nets.UNet", "channels": [64, 128, 256, 512, 1024], "strides": [2, 2, 2, 2],
+         "num_res_units": 2},
+    ),
+    "basicunet": ("MONAI BasicUNet (32..256)", {"_target_": "monai.networks.nets.BasicUNet"}),
+    "attentionunet": (
+        "MONAI AttentionUnet (64..1024)",
+        {"_target_": "monai.networks.nets.AttentionUnet", "channels": [64, 128, 256, 512, 1024],
+         "strides": [2, 2, 2, 2]},
+    ),
+    "swinunetr": ("MONAI SwinUNETR 2D (feature 24)", {"_target_": "monai.networks.nets.SwinUNETR", "feature_size": 24}),
+}
 
-    common = {"in_channels": in_channels, "out_channels": out_channels}
-    return {
-        "MONAI UNet (64..1024, 2 res units)": partial(
-            UNet, spatial_dims=2, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), num_res_units=2, **common
-        ),
-        "MONAI BasicUNet (32..256)": partial(BasicUNet, spatial_dims=2, **common),
-        "MONAI AttentionUnet (64..1024)": partial(
-            AttentionUnet, spatial_dims=2, channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), **common
-        ),
-        "MONAI SwinUNETR 2D (feature 24)": partial(SwinUNETR, spatial_dims=2, feature_size=24, **common),
-    }
+
+def network_from_def(config: dict) -> nn.Module:
+    """Instantiate a ``network_def`` config (``{"_target_": ..., **kwargs}``) the way the bundle configs do."""
+    from monai.bundle import ConfigParser
+
+    return ConfigParser({"net": config}).get_parsed_content("net")
+
+
+def reference_models(in_channels: int = 1, out_channels: int = 2) -> dict[str, Callable[[], nn.Module]]:
+    """Builders of :data:`REFERENCE_NETWORKS` in 2D (table label -> picklable zero-argument builder)."""
+    dims = {"spatial_dims": 2, "in_channels": in_channels, "out_channels": out_channels}
+    return {label: partial(network_from_def, {**config, **dims}) for label, config in REFERENCE_NETWORKS.values()}

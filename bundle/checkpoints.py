@@ -4,8 +4,8 @@
 (paths relative to the bundle root). A weights file at one of those paths must match its digest, otherwise loading
 stops with an error naming the file, so a truncated download or a silently swapped file never serves predictions.
 Files outside that list (a user's own checkpoints) load with their digest logged. :func:`read_state_dict`, which
-every loader of the library goes through, checks the file itself; the configs' ``CheckpointLoader`` paths go through
-:func:`verify_weights`.
+every loader of the library goes through (:func:`load_weights` for a network), checks the file itself; the configs'
+``CheckpointLoader`` paths go through :func:`verify_weights`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from .fileio import atomic_path
+
 __all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict",
-           "load_initial_weights"]
+           "load_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +106,8 @@ def record_weights(bundle_root: str | os.PathLike, relative_path: str) -> str:
     digests = dict(meta.get(METADATA_KEY, {}))
     digests[Path(relative_path).as_posix()] = digest
     meta[METADATA_KEY] = dict(sorted(digests.items()))
-    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=4)
-        handle.write("\n")
-    os.replace(tmp, meta_path.resolve())
+    with atomic_path(meta_path.resolve()) as tmp:  # metadata.json at the top is a link to this file
+        tmp.write_text(json.dumps(meta, indent=4) + "\n", encoding="utf-8")
     return digest
 
 
@@ -130,11 +129,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict.")
 
 
-def load_initial_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> torch.nn.Module:
-    """Start training from the state dict in ``path`` (fine-tuning): loaded strictly into ``network`` (unwrapped
-    from ``DistributedDataParallel`` first), after the digest check of :func:`read_state_dict`. ``path`` empty or
-    ``None`` leaves the random initialisation. The parameters keep their device and memory format. Returns
-    ``network``.
+def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> torch.nn.Module:
+    """Load the state dict in ``path`` strictly into ``network`` (unwrapped from ``DistributedDataParallel``
+    first), after the digest check of :func:`read_state_dict`; the parameters keep their device and memory format.
+    ``path`` empty or ``None`` leaves ``network`` as it is (the configs' ``init_weights`` default: train from a
+    random initialisation). Returns ``network``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -146,6 +145,6 @@ def load_initial_weights(network: torch.nn.Module, path: str | os.PathLike | Non
     try:
         target.load_state_dict(read_state_dict(path), strict=True)
     except RuntimeError as err:  # missing / unexpected keys, shape mismatches
-        raise ValueError(f"init_weights {path} do not fit the network: {err}") from err
-    logger.info("training starts from the weights in %s", path)
+        raise ValueError(f"weights file {path} does not fit {type(target).__name__}: {err}") from err
+    logger.info("loaded the weights in %s", path)
     return network

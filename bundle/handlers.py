@@ -178,16 +178,7 @@ class SegmentationReport:
             self.rows.append(row)
 
     def write(self, engine: Engine) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        summary = summarize(self.rows)
-        with open(self.output_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]) if self.rows else ["case"])
-            writer.writeheader()
-            writer.writerows(self.rows)
-        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=4) + "\n")
-        table = self.table(summary, len(self.rows))
-        (self.output_dir / "summary.md").write_text(table + "\n")
-        logger.info("metrics of %d cases written to %s\n%s", len(self.rows), self.output_dir, table)
+        summary = write_report(self.rows, self.output_dir)
         for name in METRIC_NAMES:
             engine.state.metrics[f"{name}_all"] = summary[f"{name}/all"]["mean"]
 
@@ -202,3 +193,20 @@ class SegmentationReport:
         lines += [f"| {name} | {cell(name + '/all')} | {cell(name + '/lesion')} |" for name in METRIC_NAMES]
         lines.append(f"| lesion predicted on lesion-free cases | {cell('false_lesion_rate/normal')} | |")
         return "\n".join(lines)
+
+
+def write_report(rows: list[dict], output_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Write per-case ``rows`` (``{"case", <metric>: value}``) to ``output_dir``: ``metrics.csv``, and their
+    :func:`bundle.metrics.summarize` as ``summary.json`` and the markdown ``summary.md``. Returns the summary."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=4) + "\n")
+    table = SegmentationReport.table(summary, len(rows))
+    (out / "summary.md").write_text(table + "\n")
+    logger.info("metrics of %d cases written to %s\n%s", len(rows), out, table)
+    return summary

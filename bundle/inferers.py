@@ -11,6 +11,14 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 __all__ = ["SliceWiseInferer", "FlipAveraged"]
 
 
+def check_flips(flips: Sequence[int]) -> tuple[int, ...]:
+    """``flips`` as a tuple of distinct in-plane axes (0 = H, 1 = W); raises ``ValueError`` otherwise."""
+    axes = tuple(int(a) for a in flips)
+    if any(a not in (0, 1) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"flips must be distinct in-plane axes (0 = H, 1 = W), got {tuple(flips)!r}.")
+    return axes
+
+
 class FlipAveraged:
     """``network`` evaluated on the input and on its mirror images, logits flipped back and averaged: flip
     test-time augmentation as a drop-in callable for any MONAI inferer.
@@ -24,11 +32,8 @@ class FlipAveraged:
     """
 
     def __init__(self, network: Callable[..., torch.Tensor], flips: Sequence[int] = (1,)) -> None:
-        flips = tuple(int(a) for a in flips)
-        if any(a not in (0, 1) for a in flips) or len(set(flips)) != len(flips):
-            raise ValueError(f"flips must be distinct in-plane axes (0 = H, 1 = W), got {flips!r}.")
         self.network = network
-        self.dims = [(a + 2,) for a in flips]
+        self.dims = [(a + 2,) for a in check_flips(flips)]
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         total = self.network(x, *args, **kwargs)
@@ -61,8 +66,7 @@ class SliceWiseInferer(Inferer):
         kwargs = {"roi_size": tuple(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
         self.image_inferer = SlidingWindowInferer(**kwargs)
         self.volume_inferer = SliceInferer(spatial_dim=2, **kwargs)
-        self.tta_flips = tuple(tta_flips)
-        FlipAveraged(lambda x: x, self.tta_flips)  # validates the axes now, not at the first call
+        self.tta_flips = check_flips(tta_flips)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if self.tta_flips:

@@ -16,7 +16,7 @@ import torch.nn as nn
 from monai.inferers import SliceInferer
 from monai.transforms import Resize, ScaleIntensityRangePercentiles
 
-from .checkpoints import read_state_dict
+from .checkpoints import load_weights
 from .device import resolve_device, use_amp
 from .inferers import FlipAveraged
 from .networks import LMNet, reparameterize_model
@@ -31,16 +31,11 @@ logger = logging.getLogger(__name__)
 def load_network(weights: str | os.PathLike | None, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
     """Build the default LMNet, load ``weights`` strictly (training-form state_dict, or a checkpoint dict holding
     one under ``"model"``/``"network"``; a shipped file must match its recorded SHA-256, see
-    :func:`bundle.checkpoints.read_state_dict`), and return the re-parameterized model in eval mode.
+    :func:`bundle.checkpoints.load_weights`), and return the re-parameterized model in eval mode.
 
     ``weights=None`` keeps the random initialisation (for tests and benchmarks only).
     """
-    net = LMNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes)
-    if weights is not None:
-        try:
-            net.load_state_dict(read_state_dict(weights), strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"weights file {weights} does not match LMNet: {err}") from err
+    net = load_weights(LMNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes), weights)
     return reparameterize_model(net, inplace=True)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["TaskSettings", "TASKS", "get_task"]
+__all__ = ["TaskSettings", "TASKS", "get_task", "config_files"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class TaskSettings:
         keep_largest_component: keep only the largest connected lesion of each prediction (a volume as a whole).
         tta_flips: in-plane axes (0 = H, 1 = W) mirrored for flip test-time augmentation (logits averaged over the
             plain and mirrored passes, see :class:`bundle.inferers.FlipAveraged`); empty for one pass.
+        training_dimension: 3 when the task's training config samples slices out of volumes (``configs/train.json``),
+            2 when it trains on 2D images (an overlay that drops the slice sampling). Inference takes both.
     """
 
     name: str
@@ -34,6 +38,7 @@ class TaskSettings:
     weights: str = "models/model.pt"
     keep_largest_component: bool = False
     tta_flips: tuple[int, ...] = ()
+    training_dimension: int = 3
 
     @property
     def num_classes(self) -> int:
@@ -55,8 +60,23 @@ TASKS: dict[str, TaskSettings] = {
         spatial_size=(128, 128),
         weights="models/busi/model.pt",
         tta_flips=(1,),
+        training_dimension=2,
     ),
 }
+
+
+def config_files(bundle_root: str | os.PathLike, task: str, kind: str) -> tuple[Path, ...]:
+    """The configs of ``task`` for workflow ``kind`` (``"train"``, ``"inference"``, ...): ``configs/<kind>.json``
+    then the task's overlay ``configs/<task>/<kind>.json`` where there is one, under ``bundle_root``.
+
+    Raises:
+        FileNotFoundError: ``bundle_root`` has no ``configs/<kind>.json``.
+    """
+    base = Path(bundle_root) / "configs" / f"{kind}.json"
+    if not base.is_file():
+        raise FileNotFoundError(f"bundle config {base} does not exist (is {bundle_root} a bundle root?).")
+    overlay = base.parent / task / base.name
+    return (base, overlay) if overlay.is_file() else (base,)
 
 
 def get_task(name: str) -> TaskSettings:

@@ -4,7 +4,8 @@ decide CPU training speed: input size, batch, memory format, bfloat16 autocast. 
     python -m scripts.benchmark_training            # all settings (about 2 minutes on 2 cores)
     python -m scripts.benchmark_training --threads 2 --repeats 3
 
-ms/image is the median step time divided by the batch; the step is the same one `configs/train.json` runs.
+ms/image is the median step time divided by the batch. The network, loss and optimizer are those `configs/train.json`
+defines (parsed from it), so the step is the one training runs.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
-
-from bundle.losses import WeightedCEDiceLoss
-from bundle.networks import LMNet
+from monai.bundle import ConfigParser
 
 logger = logging.getLogger("benchmark_training")
+
+TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.json"
 
 SETTINGS = [  # (size, batch, channels_last, bf16 autocast)
     (256, 8, False, False),
@@ -35,11 +37,14 @@ SETTINGS = [  # (size, batch, channels_last, bf16 autocast)
 def step_ms(size: int, batch: int, channels_last: bool, bf16: bool, repeats: int) -> float:
     """Median milliseconds of one training step on a random batch (1 channel, ``size`` x ``size``)."""
     torch.manual_seed(0)
-    net = LMNet(spatial_dims=2, in_channels=1, out_channels=2)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    loss_fn = WeightedCEDiceLoss(class_weights=[1.0, 4.0])
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN_CONFIG))
+    # train.json's own network_def / loss / optimizer; only the device and the memory format are set here
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    parser["network"] = f"$@network_def.to('cpu', memory_format={memory_format})"
+    net = parser.get_parsed_content("network")
+    optimizer = parser.get_parsed_content("optimizer")
+    loss_fn = parser.get_parsed_content("loss")
     x = torch.randn(batch, 1, size, size)
     y = (torch.rand(batch, 1, size, size) > 0.9).float()
     times = []

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from bundle.benchmark import count_macs, count_parameters, measure_latency
-from bundle.metrics import summarize
+from bundle.benchmark import REFERENCE_NETWORKS, count_macs, count_parameters, measure_latency, network_from_def
+from bundle.handlers import write_report
 from bundle.networks import reparameterize_model
 from bundle.tasks import get_task
-from scripts.reproduce_results import evaluate, run_inference
+from scripts.reproduce_results import evaluate, run_inference, split_file_of, task_configs
 
 logger = logging.getLogger("compare")
 
@@ -44,24 +44,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # The training recipe of the shipped weights (docs/README.md, "Training"): config overlays and overrides per task.
 RECIPES: dict[str, dict] = {
     "lgg": {
-        "configs": ["configs/train.json"],
-        "overrides": {"crop_size": [128, 128], "batch_size": 2, "num_samples": 8, "num_workers": 1},
+        "configs": task_configs("lgg", "train"),
+        "overrides": {"learning_rate": 0.0005, "crop_size": [128, 128], "batch_size": 2, "num_samples": 8,
+                      "num_workers": 1},
     },
     "busi": {
-        "configs": ["configs/train.json", "configs/busi/train.json"],
+        "configs": task_configs("busi", "train"),
         "overrides": {"batch_size": 16, "num_workers": 1},
     },
 }
 
 NETWORKS: dict[str, tuple[str, dict]] = {
     "lmnet": ("LM-Net (this bundle)", {"_target_": "bundle.networks.LMNet"}),
-    "unet": (
-        "MONAI UNet (64..1024, 2 res units)",
-        {"_target_": "monai.networks.nets.UNet", "channels": [64, 128, 256, 512, 1024], "strides": [2, 2, 2, 2],
-         "num_res_units": 2},
-    ),
-    "basicunet": ("MONAI BasicUNet (32..256)", {"_target_": "monai.networks.nets.BasicUNet"}),
-    "swinunetr": ("MONAI SwinUNETR 2D (feature 24)", {"_target_": "monai.networks.nets.SwinUNETR", "feature_size": 24}),
+    **REFERENCE_NETWORKS,
 }
 
 _EPOCH_TIME = re.compile(r"Epoch\[\d+\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
@@ -74,10 +69,7 @@ def network_def(name: str) -> dict:
 
 def build_network(name: str) -> torch.nn.Module:
     """Instantiate ``network_def(name)`` the way the bundle configs do."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser({"net": network_def(name)})
-    return parser.get_parsed_content("net")
+    return network_from_def(network_def(name))
 
 
 def epoch_seconds(log_text: str) -> list[float]:
@@ -129,7 +121,7 @@ def cost(name: str, spatial_size: tuple[int, int], threads: int) -> dict:
 
 
 def _fmt(value: float, digits: int) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def table(task: str, results: dict[str, dict], threads: int) -> str:
@@ -161,11 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    split_file = (args.split_file or ROOT / "docs" / "splits" / f"{args.task}.json").resolve()
+    split_file = split_file_of(args.task, args.split_file).resolve()
     dataset_dir = args.dataset_dir.resolve()
     cases = json.loads(split_file.read_text())["test"]
     spatial_size = get_task(args.task).spatial_size
     out_root = (args.output / args.task).resolve()
+    started = time.perf_counter()
     results: dict[str, dict] = {}
     for name in args.models:
         out = out_root / name
@@ -174,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         run_inference(args.task, cases, dataset_dir, Path(trained["ckpt"]), out / "pred",
                       extra_configs=(str(out / "network.json"),))
         rows = evaluate(cases, dataset_dir, out / "pred")
-        results[name] = {**trained, **cost(name, spatial_size, args.threads), "summary": summarize(rows)}
+        summary = write_report(rows, out)  # metrics.csv, summary.json / .md beside the network's predictions
+        results[name] = {**trained, **cost(name, spatial_size, args.threads), "summary": summary}
         logger.info("%s done: %s", name, {k: v for k, v in results[name].items() if k != "summary"})
     text = table(args.task, results, args.threads)
     (out_root / "table.md").write_text(text + "\n")
     (out_root / "results.json").write_text(json.dumps(results, indent=4) + "\n")
-    print(f"{args.task}: {len(cases)} test cases, {args.epochs} epochs each, split {split_file.name}\n{text}")
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
+    print(f"{args.task}: {len(cases)} test cases, {args.epochs} epochs each, split {split_file.name}, "
+          f"{minutes} min {seconds:02d} s wall in all\n{text}")
     return 0
 
 

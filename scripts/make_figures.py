@@ -23,12 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bundle.io import discover_cases, load_case  # noqa: E402
 from bundle.tasks import get_task  # noqa: E402
-from scripts.reproduce_results import prediction_path, read_label  # noqa: E402
+from scripts.reproduce_results import prediction_path, read_label, split_file_of  # noqa: E402
 
 logger = logging.getLogger("make_figures")
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -79,13 +78,8 @@ def plot_curves(log_dir: Path, output: Path, title: str) -> None:
 
 
 def _read_image(path: Path, channel_index: int) -> np.ndarray:
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        arr = np.asarray(nib.load(str(path)).dataobj)
-        return arr[..., channel_index] if arr.ndim == 4 else arr
-    return read_label(path)
+    """The image as the predictor reads it: (H, W) or (H, W, D), the task's channel of a multi-channel volume."""
+    return load_case(discover_cases(path)[0], channel_index).image
 
 
 def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path, output: Path, count: int) -> None:
@@ -103,6 +97,9 @@ def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path
     for row, (case, gt) in enumerate(chosen):
         image = _read_image(dataset_dir / case["image"], settings.channel_index)
         pred = read_label(prediction_path(pred_dir, Path(case["image"]).name)) > 0
+        if not image.shape == gt.shape == pred.shape:
+            raise ValueError(f"{case['image']}: image {image.shape}, label {gt.shape} and prediction {pred.shape} "
+                             "differ in shape.")
         if gt.ndim == 3:  # a volume: the slice with the largest lesion
             k = int(gt.reshape(-1, gt.shape[-1]).sum(0).argmax())
             image, gt, pred = image[..., k], gt[..., k], pred[..., k]
@@ -139,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "curves":
         plot_curves(args.log_dir, args.output, args.title)
     else:
-        split_file = args.split_file or ROOT / "docs" / "splits" / f"{args.task}.json"
+        split_file = split_file_of(args.task, args.split_file)
         plot_examples(args.task, args.dataset_dir, split_file, args.pred_dir, args.output, args.count)
     return 0
 

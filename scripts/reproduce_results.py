@@ -19,7 +19,6 @@ case), ``summary.json`` and ``summary.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -32,15 +31,24 @@ from pathlib import Path
 import numpy as np
 
 from bundle.data.datalist import strip_image_suffix
-from bundle.handlers import SegmentationReport
-from bundle.metrics import case_metrics, summarize
-from bundle.tasks import get_task
+from bundle.handlers import SegmentationReport, write_report
+from bundle.metrics import case_metrics
+from bundle.tasks import TASKS, config_files, get_task
 
 logger = logging.getLogger("reproduce_results")
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK_OVERLAYS = {"lgg": [], "busi": ["configs/busi/inference.json"]}
 CHECK_TOLERANCE = 1e-4  # absolute, on metrics in [0, 1]; distances and RAD compared relative to their size
+
+
+def task_configs(task: str, kind: str) -> list[str]:
+    """:func:`bundle.tasks.config_files` of this bundle as strings, e.g. ``task_configs("busi", "train")``."""
+    return [str(path) for path in config_files(ROOT, task, kind)]
+
+
+def split_file_of(task: str, split_file: Path | None = None) -> Path:
+    """``split_file``, or the task's committed split ``docs/splits/<task>.json``."""
+    return split_file or ROOT / "docs" / "splits" / f"{task}.json"
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -73,7 +81,7 @@ def run_inference(
     ``extra_configs`` are further config files applied last (e.g. another ``network_def``); ``overrides`` are
     further ``--key value`` arguments of ``monai.bundle run`` (e.g. ``{"keep_largest_component": "false"}``).
     """
-    configs = ["configs/inference.json", *TASK_OVERLAYS[task], *extra_configs]
+    configs = [*task_configs(task, "inference"), *extra_configs]
     with tempfile.TemporaryDirectory(prefix=f"lmnet_{task}_inputs_") as tmp:
         for case in cases:
             source = (dataset_dir / case["image"]).resolve()
@@ -113,23 +121,23 @@ def evaluate(cases: list[dict], dataset_dir: Path, pred_dir: Path) -> list[dict]
 
 def compare(summary: dict, reference: dict) -> list[str]:
     """Differences between a fresh ``summary`` and the recorded one (empty when they agree)."""
-    problems = []
+    problems = [f"{key}: not in the record" for key in summary if key not in reference]
     for key, ref in reference.items():
         if key not in summary:
             problems.append(f"{key}: missing from the new summary")
             continue
-        new, old = summary[key]["mean"], ref["mean"]
-        if math.isnan(old) and math.isnan(new):
-            continue
-        tolerance = CHECK_TOLERANCE * max(1.0, abs(old))
-        if not abs(new - old) <= tolerance:
-            problems.append(f"{key}: recomputed {new:.6f}, card records {old:.6f}")
+        for stat in ("mean", "std", "n"):
+            new, old = summary[key][stat], ref[stat]
+            if math.isnan(old) and math.isnan(new):
+                continue
+            if not abs(new - old) <= CHECK_TOLERANCE * max(1.0, abs(old)):
+                problems.append(f"{key} {stat}: recomputed {new:.6f}, card records {old:.6f}")
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASK_OVERLAYS), required=True)
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--dataset-dir", type=Path, required=True, help="the shared data folder of the task")
     parser.add_argument("--split-file", type=Path, help="split JSON (default docs/splits/<task>.json)")
     parser.add_argument("--split", default="test", choices=["training", "validation", "test"])
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     settings = get_task(args.task)
-    split_file = args.split_file or ROOT / "docs" / "splits" / f"{args.task}.json"
+    split_file = split_file_of(args.task, args.split_file)
     weights = (args.weights or ROOT / settings.weights).resolve()
     output = (args.output or ROOT / "outputs" / "results" / args.task).resolve()
     record = ROOT / "docs" / "results" / f"{args.task}_{args.split}.json"
@@ -163,16 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     pred_dir = output / "pred"
     run_inference(args.task, cases, args.dataset_dir, weights, pred_dir, overrides=overrides)
     rows = evaluate(cases, args.dataset_dir, pred_dir)
-    summary = summarize(rows)
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (output / "summary.json").write_text(json.dumps(summary, indent=4) + "\n")
-    table = SegmentationReport.table(summary, len(rows))
-    (output / "summary.md").write_text(table + "\n")
-    print(f"{args.task}: {len(rows)} {args.split} cases, weights {weights.name}, outputs in {output}\n{table}")
+    summary = write_report(rows, output)
+    print(f"{args.task}: {len(rows)} {args.split} cases, weights {weights.name}, outputs in {output}\n"
+          f"{SegmentationReport.table(summary, len(rows))}")
 
     if args.record:
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -326,7 +326,7 @@ def test_train_starts_from_init_weights(synthetic_lgg, tmp_path):
 
 def test_train_refuses_init_weights_that_do_not_fit(synthetic_lgg, tmp_path):
     torch.save(LMNet(features=(8, 16, 32, 64, 128), lft_heads=2, gft_heads=8).state_dict(), tmp_path / "small.pt")
-    with pytest.raises(RuntimeError, match="load_initial_weights") as raised:  # MONAI wraps the expression's error
+    with pytest.raises(RuntimeError, match="load_weights") as raised:  # MONAI wraps the expression's error
         _train(tmp_path, synthetic_lgg, max_epochs=1, init_weights=str(tmp_path / "small.pt"))
     cause = raised.value.__cause__ or raised.value.__context__
-    assert isinstance(cause, ValueError) and "small.pt do not fit the network" in str(cause)
+    assert isinstance(cause, ValueError) and "small.pt does not fit LMNet" in str(cause)

@@ -9,7 +9,7 @@ from monai.bundle import ConfigParser
 
 from bundle.inferers import FlipAveraged, SliceWiseInferer
 from bundle.networks import LMNet, reparameterize_model
-from bundle.tasks import get_task
+from bundle.tasks import config_files, get_task
 from tests.conftest import ROOT
 
 
@@ -53,14 +53,13 @@ def test_slice_wise_inferer_applies_flips_to_images_and_volumes(network):
         torch.testing.assert_close(out[..., k], tta(volume[..., k]), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("task, overlays", [("lgg", []), ("busi", ["busi/inference.json"])])
-def test_task_settings_agree_with_the_inference_configs(task, overlays):
+@pytest.mark.parametrize("task", ["lgg", "busi"])
+def test_task_settings_agree_with_the_inference_configs(task):
     """``SliceSegmenter`` and the predictor read ``bundle.tasks``, ``monai.bundle run`` the configs: same settings."""
     settings = get_task(task)
-    for config in ("inference.json", "train.json"):
-        files = [config, *(overlay.replace("inference.json", config) for overlay in overlays)]
+    for kind in ("inference", "train"):
         parser = ConfigParser()
-        parser.read_config([str(ROOT / "configs" / name) for name in files])
-        assert tuple(parser.get_parsed_content("tta_flips")) == settings.tta_flips, config
-        assert parser.get_parsed_content("keep_largest_component") == settings.keep_largest_component, config
-        assert list(parser.get_parsed_content("roi_size")) == list(settings.spatial_size), config
+        parser.read_config([str(path) for path in config_files(ROOT, task, kind)])
+        assert tuple(parser.get_parsed_content("tta_flips")) == settings.tta_flips, kind
+        assert parser.get_parsed_content("keep_largest_component") == settings.keep_largest_component, kind
+        assert list(parser.get_parsed_content("roi_size")) == list(settings.spatial_size), kind

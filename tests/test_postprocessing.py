@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bundle.tasks import get_task
 from bundle.transforms import KeepLargestLesiond, keep_largest_lesion
 
 
@@ -36,5 +35,9 @@ def test_dictionary_transform_on_indices_and_one_hot_and_disabled():
     assert torch.equal(out, label)
 
 
-def test_task_settings():
-    assert get_task("lgg").keep_largest_component and not get_task("busi").keep_largest_component
+def test_keeps_the_largest_component_of_a_2d_label():
+    label = np.zeros((20, 24), np.uint8)
+    label[2:8, 2:8] = 1  # 36 pixels
+    label[14:17, 18:21] = 1  # 9 pixels
+    kept = np.asarray(keep_largest_lesion(torch.as_tensor(label)))
+    assert kept.shape == (20, 24) and kept.sum() == 36 and kept[14:17, 18:21].sum() == 0

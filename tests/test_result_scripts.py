@@ -10,10 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from PIL import Image
 
 from bundle.metrics import summarize
-from scripts import compare, make_figures, reproduce_results
+from bundle.transforms import SaveLabeld
+from scripts import benchmark_training, compare, make_figures, reproduce_results
 
 
 def test_epoch_seconds_reads_only_the_trainer_lines():
@@ -47,26 +49,31 @@ def test_table_has_a_row_per_network_and_the_paper_metrics():
 
 
 def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
-    """PNG rows x cols and NIfTI voxels are compared in the same orientation as the ground truth."""
+    """Predictions written by the bundle's own writer (``SaveLabeld``, as inference.json runs it) are named as
+    ``prediction_path`` expects and compared in the ground truth's orientation: PNG rows x cols, NIfTI voxels."""
     data, pred = tmp_path / "data", tmp_path / "pred"
     (data / "benign").mkdir(parents=True)
-    pred.mkdir()
-    gt2d = np.zeros((30, 40), np.uint8)
+    gt2d = np.zeros((30, 40), np.uint8)  # not square: a transposed read would not even fit
     gt2d[5:15, 10:30] = 255
     Image.fromarray(gt2d).save(data / "benign" / "benign_1_mask.png")
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(data / "benign" / "benign_1.png")
-    half = gt2d.copy()
-    half[:, 20:] = 0  # half of the lesion found
-    Image.fromarray(half).save(pred / "benign_1_seg.png")
     gt3d = np.zeros((16, 12, 5), np.uint8)
     gt3d[2:6, 3:9, 1:4] = 1
     nib.save(nib.Nifti1Image(gt3d, np.eye(4)), data / "p1_label.nii.gz")
-    nib.save(nib.Nifti1Image(gt3d, np.eye(4)), pred / "p1_image_seg.nii.gz")
+    half2d = (gt2d > 0).astype(np.uint8)
+    half2d[:, 20:] = 0  # the left half of the lesion found
+    half3d = gt3d.copy()
+    half3d[4:] = 0  # the first two of four rows found
+    writer = SaveLabeld("pred", output_dir=str(pred))
+    for array, source in ((half2d, data / "benign" / "benign_1.png"), (half3d, data / "p1_image.nii.gz")):
+        label = MetaTensor(torch.as_tensor(array)[None], affine=torch.eye(4), meta={"filename_or_obj": str(source)})
+        writer({"pred": label})
     cases = [{"image": "benign/benign_1.png", "label": "benign/benign_1_mask.png", "case_id": "benign_1"},
              {"image": "p1_image.nii.gz", "label": "p1_label.nii.gz", "case_id": "p1"}]
     rows = reproduce_results.evaluate(cases, data, pred)
     assert rows[0]["case"] == "benign_1" and rows[0]["dice"] == pytest.approx(2 * 100 / (200 + 100))
-    assert rows[1]["dice"] == 1.0 and rows[1]["hd95"] == 0.0
+    assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == pytest.approx(0.5)
+    assert rows[1]["dice"] == pytest.approx(2 * 36 / (72 + 36)) and rows[1]["precision"] == 1.0
     with pytest.raises(FileNotFoundError, match="no prediction"):
         reproduce_results.evaluate([{"image": "p2_image.nii.gz", "label": "p1_label.nii.gz"}], data, pred)
 
@@ -75,9 +82,14 @@ def test_check_reports_every_difference():
     summary = {"dice/all": {"mean": 0.81, "std": 0.1, "n": 3.0}, "hd95/all": {"mean": math.nan, "std": 0, "n": 0}}
     same = json.loads(json.dumps(summary))
     assert reproduce_results.compare(summary, same) == []
-    other = {"dice/all": {"mean": 0.80, "std": 0.1, "n": 3.0}, "iou/all": {"mean": 0.7, "std": 0.1, "n": 3.0}}
+    other = {"dice/all": {"mean": 0.80, "std": 0.2, "n": 2.0}, "iou/all": {"mean": 0.7, "std": 0.1, "n": 3.0}}
     problems = reproduce_results.compare(summary, other)
-    assert len(problems) == 2 and "dice/all: recomputed 0.810000, card records 0.800000" in problems[0]
+    assert sorted(problems) == sorted([
+        "hd95/all: not in the record", "iou/all: missing from the new summary",
+        "dice/all mean: recomputed 0.810000, card records 0.800000",
+        "dice/all std: recomputed 0.100000, card records 0.200000",
+        "dice/all n: recomputed 3.000000, card records 2.000000",
+    ])
 
 
 def test_training_curves_from_tensorboard_logs(tmp_path):
@@ -100,3 +112,28 @@ def test_training_curves_from_tensorboard_logs(tmp_path):
         assert img.size[0] > 500 and img.size[1] > 200
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
         make_figures.read_scalars(tmp_path)
+
+
+def test_example_figure_from_a_volume_and_its_prediction(tmp_path):
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    data.mkdir()
+    image = np.random.default_rng(0).random((16, 12, 5, 3)).astype(np.float32)  # kaggle_3m: 3 channels
+    gt = np.zeros((16, 12, 5), np.uint8)
+    gt[2:6, 3:9, 1:4] = 1
+    nib.save(nib.Nifti1Image(image, np.eye(4)), data / "p1_image.nii.gz")
+    nib.save(nib.Nifti1Image(gt, np.eye(4)), data / "p1_label.nii.gz")
+    label = MetaTensor(torch.as_tensor(gt)[None], affine=torch.eye(4),
+                       meta={"filename_or_obj": str(data / "p1_image.nii.gz")})
+    SaveLabeld("pred", output_dir=str(pred))({"pred": label})
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"test": [{"image": "p1_image.nii.gz", "label": "p1_label.nii.gz", "case_id": "p1"}]}))
+    out = tmp_path / "examples.png"
+    make_figures.plot_examples("lgg", data, split, pred, out, count=2)
+    assert Image.open(out).size[0] > 0
+    nib.save(nib.Nifti1Image(gt[:, :10], np.eye(4)), data / "p1_label.nii.gz")  # a label of another geometry
+    with pytest.raises(ValueError, match="p1_image.nii.gz: image .* differ in shape"):
+        make_figures.plot_examples("lgg", data, split, pred, out, count=2)
+
+
+def test_training_step_benchmark_runs_the_train_config_step():
+    assert benchmark_training.step_ms(32, 2, channels_last=True, bf16=False, repeats=1) > 0

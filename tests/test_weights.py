@@ -4,6 +4,7 @@ is present)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ def test_sha256_file_matches_hashlib_reference(tmp_path):
     # sha256 of b"abc", the FIPS 180-2 test vector, checks the chunked reader against a known answer
     (tmp_path / "abc").write_bytes(b"abc")
     assert sha256_file(tmp_path / "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert sha256_file(path, chunk_bytes=4096) == sha256_file(path)
+    assert sha256_file(path, chunk_bytes=4096) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_recorded_weights_verify_and_tampering_is_refused(bundle_copy):
@@ -92,9 +93,8 @@ def test_inference_config_refuses_a_replaced_shipped_file(bundle_copy):
 def test_every_recorded_weights_file_is_shipped_and_matches():
     digests = recorded_digests(ROOT)
     for task in TASKS.values():
-        path = ROOT / task.weights
-        if path.exists():
-            assert task.weights in digests, f"{task.weights} is shipped but its sha256 is not in configs/metadata.json"
+        assert (ROOT / task.weights).is_file(), f"{task.weights} of task {task.name} is not shipped"
+        assert task.weights in digests, f"{task.weights} is shipped but its sha256 is not in configs/metadata.json"
     for relative, digest in digests.items():
         path = ROOT / relative
         assert path.is_file(), f"configs/metadata.json records {relative}, which is missing"

@@ -7,9 +7,6 @@ absent, never half written.
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -17,27 +14,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..fileio import atomic_path
 from .geometry import Geometry
 
 __all__ = ["atomic_path", "write_nifti", "write_png_label", "write_overlay", "overlay_slices"]
 
 CONTOUR_RGB = (255, 40, 40)
-
-
-@contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path with ``final``'s suffix in ``final``'s folder; on success rename it to ``final``
-    (an atomic replace on POSIX and Windows), on failure remove it."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if final.name.endswith(".nii.gz") else final.suffix
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_nifti(path: str | os.PathLike, data: np.ndarray, geometry: Geometry) -> Path:

@@ -18,6 +18,8 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from ..checkpoints import read_state_dict
+from ..device import use_amp
+from ..fileio import atomic_path
 from ..networks import LMNet
 from ..tasks import get_task
 from .spec import ModelSpec
@@ -29,12 +31,9 @@ logger = logging.getLogger(__name__)
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Save ``state`` to ``path`` atomically (a reader never sees a half-written file). Returns the path."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, dest)
-    return dest
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    return Path(path)
 
 
 def _overrides(
@@ -45,7 +44,7 @@ def _overrides(
         "bundle_root": str(spec.bundle_root),
         "output_dir": str(run_dir),
         "device": device,
-        "amp": device.startswith("cuda"),
+        "amp": use_amp(torch.device(device)),
         "max_epochs": int(max_epochs),
         "val_interval": 1,  # so every run validates and saves its best weights, even a one-epoch run
         "learning_rate": float(learning_rate),
@@ -127,8 +126,7 @@ def fine_tune(
         "seconds": round(time.time() - started, 1),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    stats_path = spec.run_dir / "train_stats.json"
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(json.dumps(stats, indent=4) + "\n", encoding="utf-8")
+    with atomic_path(spec.run_dir / "train_stats.json") as tmp:  # the server's /info/ reads it any time
+        tmp.write_text(json.dumps(stats, indent=4) + "\n", encoding="utf-8")
     logger.info("%s: published %s (best validation Dice %s)", spec.name, spec.finetuned, stats["best_metric"])
     return stats

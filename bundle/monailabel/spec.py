@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..tasks import TASKS, get_task
+from ..tasks import TASKS, config_files, get_task
 
 __all__ = [
     "IMAGE_2D_SUFFIXES",
@@ -28,11 +28,6 @@ IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File suffixes of 2D images (anything else, e.g. NIfTI, NRRD, a DICOM series folder, is a volume)."""
 
 MODEL_PREFIX = "lmnet_"
-
-# Inputs each task is trained on: ``configs/train.json`` (lgg) crops slices out of 3D volumes; the ``busi`` overlay
-# drops that step and trains on 2D images. Inference of every task accepts both.
-_TRAINING_DIMENSION = {"lgg": 3, "busi": 2}
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -66,14 +61,6 @@ class ModelSpec:
     def run_dir(self) -> Path:
         """Folder of this model's fine-tuning runs and statistics."""
         return self.finetuned.parent
-
-
-def _configs(bundle_root: Path, name: str, task: str) -> tuple[Path, ...]:
-    base = bundle_root / "configs" / name
-    if not base.is_file():
-        raise FileNotFoundError(f"bundle config {base} does not exist (is {bundle_root} a bundle root?).")
-    overlay = bundle_root / "configs" / task / name
-    return (base, overlay) if overlay.is_file() else (base,)
 
 
 def label_names(bundle_root: str | os.PathLike) -> dict[str, int]:
@@ -114,12 +101,12 @@ def model_specs(
             name=name,
             task=task.name,
             bundle_root=root,
-            inference_configs=_configs(root, "inference.json", task.name),
-            train_configs=_configs(root, "train.json", task.name),
+            inference_configs=config_files(root, task.name, "inference"),
+            train_configs=config_files(root, task.name, "train"),
             weights=root / task.weights,
             finetuned=Path(output_dir).resolve() / name / "model.pt",
             labels=dict(labels),
-            dimension=_TRAINING_DIMENSION.get(task.name, 3),
+            dimension=task.training_dimension,
             description=f"LM-Net: {task.description}",
         )
     return specs

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -192,13 +193,16 @@ def read_label(data: bytes, suffix: str, dest: Path) -> tuple[np.ndarray, np.nda
     return np.asarray(img.dataobj), img.affine
 
 
-def run_bundle_inference(bundle_root: Path, configs: list[str], inputs: Path, output_dir: Path, env: dict) -> None:
-    """``python -m monai.bundle run`` of the bundle's own inference configs (main environment) on ``inputs``."""
+def run_bundle_inference(
+    bundle_root: Path, configs: list[str], inputs: Path, output_dir: Path, env: dict, extra_args: Sequence[str] = ()
+) -> None:
+    """``python -m monai.bundle run`` of the bundle's own inference configs (main environment) on ``inputs``, with
+    ``extra_args`` (e.g. ``["--ckpt_path", path]``) appended."""
     config_arg = "[" + ",".join(f"'{bundle_root / c}'" for c in configs) + "]"
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg,
         "--bundle_root", str(bundle_root), "--dataset_dir", str(inputs), "--output_dir", str(output_dir),
-        "--num_workers", "0",
+        "--num_workers", "0", *extra_args,
     ]
     result = subprocess.run(cmd, cwd=bundle_root, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from bundle.checkpoints import read_state_dict
 from bundle.networks import LMNet
 
 from .conftest import Workspace, start_server
-from .helpers import read_label
+from .helpers import read_label, run_bundle_inference
 
 CASES = [  # (model, task of the reference, image id, suffix of the returned label)
     ("lmnet_lgg", "lgg", "vol_a", ".nii.gz"),
@@ -104,4 +105,8 @@ def test_train_fine_tunes_from_shipped_weights(server, workspace, tmp_path):
     assert info["models"]["lmnet_lgg"]["weights"] == str(checkpoint), "the fine-tuned weights are not served"
     assert info["train_stats"]["lmnet_lgg"]["epochs"] == 1
     label, _ = read_label(server.post("/infer/lmnet_lgg?image=vol_a&output=image"), ".nii.gz", tmp_path / "l.nii.gz")
-    assert label.shape == (64, 64, 6)
+    # what is served is what the bundle computes with the fine-tuned checkpoint, voxel for voxel
+    run_bundle_inference(workspace.bundle_root, ["configs/inference.json"], workspace.inputs["vol_a"],
+                         tmp_path / "tuned", workspace.env, ["--ckpt_path", str(checkpoint)])
+    expected = np.asarray(nib.load(tmp_path / "tuned" / "vol_a_seg.nii.gz").dataobj)
+    assert label.shape == expected.shape and int((label != expected).sum()) == 0, server.log_tail(30)
