@@ -18,13 +18,18 @@ import torch.nn as nn
 from monai.handlers import CheckpointLoader
 
 from .data.datalist import strip_image_suffix
+from .fileio import atomic_path
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
+from .settings import as_bool
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["ReparameterizeHandler", "TimeBudget", "enable_resume", "SegmentationReport", "latest_checkpoint"]
+__all__ = [
+    "ReparameterizeHandler", "TimeBudget", "FinalWeightsSaver", "enable_resume", "SegmentationReport",
+    "latest_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,32 @@ class TimeBudget:
             engine.terminate()
 
 
+class FinalWeightsSaver:
+    """When training ends (all epochs done, or stopped by :class:`TimeBudget`), write the network's state dict, in
+    its training form and unwrapped from ``DistributedDataParallel``, to ``<save_dir>/<filename>`` (atomically; on
+    DDP rank 0 only). These are the weights to ship from a run that trains on its validation split too, where the
+    best-validation ``model.pt`` means nothing."""
+
+    def __init__(self, save_dir: str | os.PathLike, network: nn.Module, filename: str = "model_final.pt") -> None:
+        self.path = Path(save_dir) / filename
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        import ignite.distributed as idist
+
+        if idist.get_rank() != 0:
+            return
+        module = self.network.module if isinstance(self.network, nn.parallel.DistributedDataParallel) else self.network
+        with atomic_path(self.path) as tmp:
+            torch.save(module.state_dict(), tmp)
+        logger.info("final weights (epoch %d) written to %s", engine.state.epoch, self.path)
+
+
 def latest_checkpoint(ckpt_dir: str | os.PathLike, prefix: str = "latest") -> Path | None:
     """The newest ``<prefix>*.pt`` checkpoint in ``ckpt_dir``, or ``None``."""
     folder = Path(ckpt_dir)
@@ -102,7 +133,7 @@ def enable_resume(
     Called from a config's ``run`` section, after the trainer exists (the trainer cannot name itself in its own
     handler list). ``save=False`` (e.g. DDP ranks other than 0) only loads. Returns ``trainer``.
     """
-    path = latest_checkpoint(ckpt_dir) if resume else None
+    path = latest_checkpoint(ckpt_dir) if as_bool(resume, "resume") else None
     if path is not None:
         logger.info("resuming training from %s", path)
         CheckpointLoader(load_path=str(path), load_dict=save_dict, map_location="cpu").attach(trainer)

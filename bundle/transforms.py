@@ -9,6 +9,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import KeepLargestConnectedComponent, MapTransform, Resized, SaveImage
 
+from .settings import as_bool
+
 __all__ = ["SelectChanneld", "ResizeInPlaned", "KeepLargestLesiond", "SaveLabeld", "keep_largest_lesion"]
 
 
@@ -82,7 +84,8 @@ class KeepLargestLesiond(MapTransform):
 
     Args:
         keys: label keys, channel first: (1, *S) class indices, or (K, *S) one-hot when ``is_onehot``.
-        enabled: ``False`` passes the data through (the task setting ``keep_largest_component``).
+        enabled: ``False`` (or ``"false"``, as the command line passes it) passes the data through (the task
+            setting ``keep_largest_component``).
         is_onehot: whether the labels are one-hot (the evaluators' form) rather than class indices.
     """
 
@@ -90,7 +93,7 @@ class KeepLargestLesiond(MapTransform):
         self, keys: KeysCollection, enabled: bool = True, is_onehot: bool = False, allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "keep_largest_component")
         self.transform = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=is_onehot)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

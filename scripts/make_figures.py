@@ -1,4 +1,4 @@
-"""Figures for the model card: training / validation curves, and qualitative test examples.
+r"""Figures for the model card: training / validation curves, and qualitative test examples.
 
     # curves from the TensorBoard logs of a training run (numbers only: safe to commit)
     python -m scripts.make_figures curves --log-dir outputs/train_lgg/logs --title "LM-Net, LGG" \

@@ -1,4 +1,4 @@
-"""Re-compute the model card's test-split numbers with the shipped weights, through the bundle's own inference config.
+r"""Re-compute the model card's test-split numbers with the shipped weights, through the bundle's own inference config.
 
 For each test case of the split file, ``python -m monai.bundle run --config_file configs/inference.json`` (plus the
 task overlay) writes the predicted label on the source image's grid; this script then compares every prediction

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
+from monai.transforms import Compose
 from PIL import Image
 
 from bundle.data.datalist import build_datalist, write_datalist
@@ -121,12 +122,62 @@ def test_train_workflow_lgg(synthetic_lgg, tmp_path):
     assert trainer.state.epoch == 2
     ckpts = tmp_path / "train" / "checkpoints"
     assert (ckpts / "model.pt").is_file()  # best validation Dice
+    final = torch.load(ckpts / "model_final.pt", weights_only=True)  # the weights as training left them
+    trained = wf.parser.get_parsed_content("network").state_dict()
+    assert set(final) == set(trained)
+    assert all(torch.equal(final[k], trained[k].cpu()) for k in trained)
     latest = list(ckpts.glob("latest*.pt"))
     assert [p.name for p in latest] == ["latest_checkpoint_2.pt"]
     state = torch.load(latest[0], weights_only=False)
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
     datalist = json.loads((tmp_path / "datalist.json").read_text())
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
+
+
+def test_training_splits_select_what_trains(synthetic_lgg, tmp_path):
+    """``training_splits`` picks the datalist splits the trainer sees: training only by default, training and
+    validation for a final refit; a split the datalist lacks is refused by name."""
+    datalist = tmp_path / "datalist.json"
+    write_datalist(build_datalist(synthetic_lgg), datalist)
+    splits = json.loads(datalist.read_text())
+
+    def trained_cases(**overrides) -> list[str]:
+        wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
+                       datalist=str(datalist), **FAST, **overrides)
+        wf.initialize()
+        return [item["case_id"] for item in wf.parser.get_parsed_content("train#dataset#data")]
+
+    assert trained_cases() == [item["case_id"] for item in splits["training"]]
+    both = trained_cases(training_splits=["training", "validation"])
+    assert both == [item["case_id"] for item in splits["training"] + splits["validation"]]
+    assert not set(both) & {item["case_id"] for item in splits["test"]}
+    with pytest.raises(RuntimeError) as raised:
+        trained_cases(training_splits=["training", "valdiation"])
+    cause = raised.value.__cause__ or raised.value.__context__
+    assert isinstance(cause, ValueError) and "valdiation" in str(cause)
+
+
+def test_negative_crops_centre_on_tissue_above_crop_neg_min_intensity(synthetic_lgg, tmp_path):
+    """``crop_neg_min_intensity`` keeps background crop centres on tissue (normalised image above it); the default
+    (-1) draws them anywhere off the lesion, air included. 1 x 1 crops are their own centre."""
+    datalist = tmp_path / "datalist.json"
+    write_datalist(build_datalist(synthetic_lgg), datalist)
+
+    def centre_values(**overrides) -> list[tuple[float, float]]:
+        wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
+                       datalist=str(datalist), **{**FAST, "crop_size": [1, 1], "crop_pos": 0, "crop_neg": 1,
+                                                  "num_samples": 64, **overrides})
+        wf.initialize()
+        sample = Compose(wf.parser.get_parsed_content("base_transforms")
+                         + wf.parser.get_parsed_content("train#sampling_transforms"))
+        sample.set_random_state(seed=0)
+        crops = sample(wf.parser.get_parsed_content("train#dataset#data")[0])
+        return [(float(c["image"].max()), float(c["label"].max())) for c in crops]
+
+    tissue = centre_values(crop_neg_min_intensity=0.3)
+    assert len(tissue) == 64 and all(value > 0.3 and label == 0 for value, label in tissue)
+    anywhere = centre_values()
+    assert all(label == 0 for _, label in anywhere) and min(value for value, _ in anywhere) <= 0.3
 
 
 def test_train_workflow_busi_overlay(synthetic_busi, tmp_path):
@@ -235,6 +286,9 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert (tmp_path / "ddp" / "checkpoints" / "model.pt").is_file()
     assert len(list((tmp_path / "ddp" / "checkpoints").glob("latest*.pt"))) == 1
+    final = torch.load(tmp_path / "ddp" / "checkpoints" / "model_final.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in final)  # unwrapped from DDP: loads into a plain LMNet
+    LMNet().load_state_dict(final, strict=True)
 
 
 @pytest.mark.parametrize(

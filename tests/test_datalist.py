@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bundle.data.datalist import build_datalist, detect_layout, find_cases, list_images, load_datalist, split_cases
+from bundle.data.datalist import (
+    build_datalist,
+    detect_layout,
+    find_cases,
+    list_images,
+    load_datalist,
+    select_splits,
+    split_cases,
+)
 from bundle.data.synthetic import write_synthetic_lgg
 
 
@@ -74,3 +82,16 @@ def test_list_images_skips_labels(synthetic_busi):
     assert found and all("_mask" not in item["image"] for item in found)
     with pytest.raises(ValueError, match="does not exist"):
         list_images(synthetic_busi / "nope")
+
+
+def test_select_splits_concatenates_in_order_and_names_unknown_splits(caplog):
+    data = {"training": [{"case_id": "a"}, {"case_id": "b"}], "validation": [{"case_id": "c"}], "test": []}
+    assert select_splits(data, "training") == data["training"]
+    with caplog.at_level("WARNING"):
+        both = select_splits(data, ["training", "validation"])
+    assert [item["case_id"] for item in both] == ["a", "b", "c"]
+    assert "model_final.pt" in caplog.text  # training on validation says which weights to take
+    with pytest.raises(ValueError, match=r"no split \['tset'\].*'test'"):
+        select_splits(data, ["training", "tset"])
+    with pytest.raises(ValueError, match="empty"):
+        select_splits(data, [])

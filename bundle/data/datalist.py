@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "Case", "LAYOUTS", "detect_layout", "find_cases", "split_cases", "build_datalist", "write_datalist",
-    "strip_image_suffix",
+    "select_splits", "strip_image_suffix",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,28 @@ def load_datalist(
         items = data.get(split, [])
         out[split] = [{**item, **{k: str(root / item[k]) for k in ("image", "label") if k in item}} for item in items]
     return out
+
+
+def select_splits(data: dict[str, list[dict]], splits: str | Sequence[str]) -> list[dict]:
+    """The items of the named splits of ``data`` (a :func:`load_datalist` result), in order: the configs'
+    ``training_splits`` (``["training"]``; ``["training", "validation"]`` refits a final model on both once the
+    number of epochs was chosen on the validation split).
+
+    Raises:
+        ValueError: a split name that ``data`` does not have, or no split named.
+    """
+    names = [splits] if isinstance(splits, str) else list(splits)
+    if not names:
+        raise ValueError("no datalist split named to train on (training_splits is empty).")
+    unknown = [name for name in names if name not in data]
+    if unknown:
+        raise ValueError(f"datalist has no split {unknown}: it has {sorted(data)}.")
+    if "validation" in names:
+        logger.warning(
+            "training on the validation split too: the validation Dice no longer measures unseen cases, so take the "
+            "final weights (checkpoints/model_final.pt), not the best-validation ones."
+        )
+    return [item for name in names for item in data[name]]
 
 
 INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".mha", ".mhd")
