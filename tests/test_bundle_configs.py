@@ -180,6 +180,22 @@ def test_negative_crops_centre_on_tissue_above_crop_neg_min_intensity(synthetic_
     assert all(label == 0 for _, label in anywhere) and min(value for value, _ in anywhere) <= 0.3
 
 
+@pytest.mark.parametrize("value,expected", [("false", False), ("False", False), ("true", True), (False, False)])
+def test_amp_from_the_command_line(synthetic_lgg, tmp_path, value, expected):
+    """``--amp false`` arrives as the string "false": trainer, validator and inference evaluator must read it as off."""
+    datalist = tmp_path / "datalist.json"
+    write_datalist(build_datalist(synthetic_lgg), datalist)
+    wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
+                   datalist=str(datalist), amp=value, **FAST)
+    wf.initialize()
+    assert wf.parser.get_parsed_content("train#trainer").amp is expected
+    assert wf.parser.get_parsed_content("validate#evaluator").amp is expected
+    infer = _workflow(["inference.json"], "infer", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "infer"),
+                      amp=value, **FAST)
+    infer.initialize()
+    assert infer.parser.get_parsed_content("evaluator").amp is expected
+
+
 def test_train_workflow_busi_overlay(synthetic_busi, tmp_path):
     wf = _train(tmp_path, synthetic_busi, extra=["busi/train.json"], max_epochs=1)
     assert wf.trainer.state.epoch == 1
