@@ -119,3 +119,14 @@ def test_card_numbers_reproduce_from_shipped_weights(task, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "all numbers equal the card's record" in result.stderr
+
+
+def test_model_card_lists_the_recorded_digests():
+    """The card's weights table shows each shipped file with the digest the loader checks against."""
+    card = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    digests = recorded_digests(ROOT)
+    assert digests, "no shipped weights recorded"
+    for relative, digest in digests.items():
+        rows = [line for line in card.splitlines() if line.startswith(f"| `{relative}` |")]
+        assert len(rows) == 1, f"docs/README.md has no single weights-table row for {relative}"
+        assert f"`{digest}`" in rows[0], f"docs/README.md shows another digest for {relative}"
