@@ -12,14 +12,14 @@ from bundle.transforms import KeepLargestLesiond
 
 
 @pytest.mark.parametrize("value,expected", [
-    (True, True), (False, False), (1, True), (0, False), ("false", False), ("False", False), (" TRUE ", True),
-    ("no", False), ("yes", True), ("off", False), ("on", True), ("0", False), ("1", True),
+    (True, True), (False, False), ("false", False), ("False", False), ("TRUE", True), ("no", False), ("yes", True),
+    ("0", False), ("1", True),
 ])
 def test_as_bool_reads_command_line_words(value, expected):
     assert as_bool(value, "x") is expected
 
 
-@pytest.mark.parametrize("value", ["flase", "", "2", 2, None, [], 0.5])
+@pytest.mark.parametrize("value", ["flase", "", "2", 2, None, [], 0.5, "on"])
 def test_as_bool_refuses_anything_else_naming_the_setting(value):
     with pytest.raises(ValueError, match="'keep_largest_component' must be true or false"):
         as_bool(value, "keep_largest_component")
