@@ -21,7 +21,7 @@ import torch
 from .fileio import atomic_path
 
 __all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict",
-           "load_weights"]
+           "load_weights", "save_weights", "unwrap"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +141,25 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> to
     """
     if not path:
         return network
-    target = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    target = unwrap(network)
     try:
         target.load_state_dict(read_state_dict(path), strict=True)
     except RuntimeError as err:  # missing / unexpected keys, shape mismatches
         raise ValueError(f"weights file {path} does not fit {type(target).__name__}: {err}") from err
     logger.info("loaded the weights in %s", path)
     return network
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` without its ``DistributedDataParallel`` wrapper (the module whose state dict ships)."""
+    return network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+
+
+def save_weights(state: dict[str, torch.Tensor] | torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Save a state dict (or a network's, unwrapped from DDP) to ``path`` atomically, as contiguous CPU tensors, so
+    a reader never sees a half-written file and the file loads on any device. Returns the path."""
+    if isinstance(state, torch.nn.Module):
+        state = unwrap(state).state_dict()
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    return Path(path)

@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 from monai.handlers import CheckpointLoader
 
+from .checkpoints import save_weights
 from .data.datalist import strip_image_suffix
-from .fileio import atomic_path
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
 from .settings import as_bool
@@ -110,9 +110,7 @@ class FinalWeightsSaver:
 
         if idist.get_rank() != 0:
             return
-        module = self.network.module if isinstance(self.network, nn.parallel.DistributedDataParallel) else self.network
-        with atomic_path(self.path) as tmp:
-            torch.save(module.state_dict(), tmp)
+        save_weights(self.network, self.path)
         logger.info("final weights (epoch %d) written to %s", engine.state.epoch, self.path)
 
 

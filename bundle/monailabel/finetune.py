@@ -17,23 +17,16 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigWorkflow
 
-from ..checkpoints import read_state_dict
+from ..checkpoints import read_state_dict, save_weights
 from ..device import use_amp
 from ..fileio import atomic_path
 from ..networks import LMNet
 from ..tasks import get_task
 from .spec import ModelSpec
 
-__all__ = ["save_state_dict", "fine_tune"]
+__all__ = ["fine_tune"]
 
 logger = logging.getLogger(__name__)
-
-
-def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Save ``state`` to ``path`` atomically (a reader never sees a half-written file). Returns the path."""
-    with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-    return Path(path)
 
 
 def _overrides(
@@ -111,7 +104,7 @@ def fine_tune(
     state = read_state_dict(best) if best.is_file() else workflow.parser.get_parsed_content("network").state_dict()
     # strict: what is published must load into the network that inference builds
     LMNet(spatial_dims=2, in_channels=1, out_channels=get_task(spec.task).num_classes).load_state_dict(state)
-    save_state_dict(state, spec.finetuned)
+    save_weights(state, spec.finetuned)
     stats = {
         "model": spec.name,
         "checkpoint": str(spec.finetuned),
