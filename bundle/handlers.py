@@ -1,5 +1,6 @@
 """Ignite/MONAI engine handlers and config helpers of this bundle: re-parameterization after loading weights,
-resuming training from the latest checkpoint, and the per-case metrics report."""
+an exponential moving average of the weights, resuming training from the latest checkpoint, the training time
+budget, the final weights, and the per-case metrics report."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 from monai.handlers import CheckpointLoader
 
-from .checkpoints import save_weights
+from .checkpoints import save_weights, unwrap
 from .data.datalist import strip_image_suffix
 from .metrics import METRIC_NAMES, case_metrics, summarize
 from .networks import reparameterize_model
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = [
-    "ReparameterizeHandler", "TimeBudget", "FinalWeightsSaver", "enable_resume", "SegmentationReport",
-    "latest_checkpoint",
+    "ReparameterizeHandler", "WeightEMA", "WeightEMAUpdater", "TimeBudget", "FinalWeightsSaver", "enable_resume",
+    "SegmentationReport", "latest_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,94 @@ class ReparameterizeHandler:
     def __call__(self, engine: Engine) -> None:
         reparameterize_model(self.network, inplace=True)
         logger.info("network re-parameterized for inference")
+
+
+class WeightEMA:
+    """An exponential moving average (EMA) of a network's parameters, updated after every training iteration (by
+    :class:`WeightEMAUpdater`): ``avg <- decay * avg + (1 - decay) * w``, starting from the weights after the first
+    iteration. The average has the network's architecture and state dict keys (unwrapped from
+    ``DistributedDataParallel``), so it validates, checkpoints and ships like the network.
+
+    Buffers (batch-norm running statistics) are not averaged but copied from the trained network at each update:
+    averaged statistics of a fast-changing network do not describe the averaged weights. (Measured on LGG with
+    decay 0.98: averaged statistics gave a validation lesion Dice of 0 at epochs 5, 10 and 15, where the same
+    averaged parameters with the live statistics segment the lesions.)
+
+    With ``decay == 0`` no average is kept and :attr:`network` is the trained network itself, so a config can
+    always validate and save ``@ema.network``. A decay of ``d`` averages over about ``1 / (1 - d)`` iterations.
+
+    Args:
+        network: the trained network (plain or DDP-wrapped).
+        decay: in ``[0, 1)``; ``0`` disables averaging.
+    """
+
+    def __init__(self, network: nn.Module, decay: float = 0.0) -> None:
+        decay = float(decay)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 disables the average), got {decay}.")
+        self.decay = decay
+        self.trained = network
+        self.averaged = None
+        if decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.averaged = AveragedModel(unwrap(network), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.averaged is not None
+
+    @property
+    def network(self) -> nn.Module:
+        """The averaged network when enabled, else the trained network."""
+        return self.averaged.module if self.averaged is not None else self.trained
+
+    @property
+    def updates(self) -> int:
+        """How many iterations have been averaged (0 when disabled)."""
+        return int(self.averaged.n_averaged.item()) if self.averaged is not None else 0
+
+    def update(self) -> None:
+        """Fold the trained network's current parameters into the average and copy its buffers (nothing when
+        disabled)."""
+        if self.averaged is None:
+            return
+        trained = unwrap(self.trained)
+        self.averaged.update_parameters(trained)
+        with torch.no_grad():
+            for mine, theirs in zip(self.averaged.module.buffers(), trained.buffers(), strict=True):
+                mine.copy_(theirs)
+
+    def checkpoint_items(self) -> dict:
+        """``{"ema": self}`` when enabled, else ``{}``: the entries to add to a resumable checkpoint's dictionary
+        (so checkpoints of runs without an average stay loadable)."""
+        return {"ema": self} if self.enabled else {}
+
+    def state_dict(self) -> dict:
+        return self.averaged.state_dict() if self.averaged is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state)
+
+
+class WeightEMAUpdater:
+    """Training handler: :meth:`WeightEMA.update` after every iteration, and a log line per epoch. A handler of its
+    own so a config lists it among the trainer's handlers (``{"_target_": ..., "ema": "@ema"}``) while the average
+    itself is one object that the validator and the savers also reference."""
+
+    def __init__(self, ema: WeightEMA) -> None:
+        self.ema = ema
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        if self.ema.enabled:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: self.ema.update())
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._log)
+
+    def _log(self, engine: Engine) -> None:
+        logger.info("weight EMA (decay %g): %d iterations averaged", self.ema.decay, self.ema.updates)
 
 
 class TimeBudget:

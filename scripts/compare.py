@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES: dict[str, dict] = {
     "lgg": {
         "configs": task_configs("lgg", "train"),
-        "overrides": {"learning_rate": 0.0005, "crop_size": [128, 128], "crop_neg_min_intensity": 0.1, "batch_size": 2,
-                      "num_samples": 8, "num_workers": 1},
+        "overrides": {"learning_rate": 0.0005, "crop_size": [128, 128], "crop_neg_min_intensity": 0.1,
+                      "lesion_weight": 1.0, "batch_size": 2, "num_samples": 8, "num_workers": 1},
     },
     "busi": {
         "configs": task_configs("busi", "train"),

@@ -134,6 +134,42 @@ def test_train_workflow_lgg(synthetic_lgg, tmp_path):
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
 
 
+def test_weight_ema_is_what_validates_checkpoints_and_ships(synthetic_lgg, tmp_path):
+    """With ``ema_decay`` the validator scores the averaged weights, ``model.pt`` / ``model_final.pt`` hold them,
+    and the resumable checkpoint carries the average, so a resumed run continues it instead of restarting it."""
+    wf = _train(tmp_path, synthetic_lgg, max_epochs=1, ema_decay=0.9)
+    ema = wf.parser.get_parsed_content("ema")
+    trained = wf.parser.get_parsed_content("network")
+    iterations = wf.trainer.state.iteration
+    assert ema.enabled and ema.updates == iterations > 1
+    assert wf.parser.get_parsed_content("validate#evaluator").network is ema.network
+    assert ema.network is not trained
+    ckpts = tmp_path / "train" / "checkpoints"
+    final = torch.load(ckpts / "model_final.pt", weights_only=True)
+    averaged = ema.network.state_dict()
+    assert set(final) == set(trained.state_dict())
+    assert all(torch.equal(final[k], averaged[k].cpu()) for k in final)
+    assert not all(torch.equal(final[k], v.cpu()) for k, v in trained.state_dict().items())
+    assert set(torch.load(ckpts / "model.pt", weights_only=True)) == set(final)
+    latest = torch.load(ckpts / "latest_checkpoint_1.pt", weights_only=False)
+    assert int(latest["ema"]["n_averaged"]) == iterations
+
+    resumed = _train(tmp_path, synthetic_lgg, max_epochs=2, ema_decay=0.9)  # same output folder: resumes at epoch 2
+    assert resumed.trainer.state.epoch == 2
+    assert resumed.parser.get_parsed_content("ema").updates == resumed.trainer.state.iteration == 2 * iterations
+
+
+def test_without_weight_ema_the_trained_network_validates(synthetic_lgg, tmp_path):
+    """``ema_decay`` 0 (the default) keeps no average: the validator scores the trained network and old
+    checkpoints without an ``ema`` entry still resume."""
+    wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
+                   datalist=str(tmp_path / "datalist.json"), **FAST)
+    wf.initialize()
+    ema = wf.parser.get_parsed_content("ema")
+    assert not ema.enabled and ema.checkpoint_items() == {}
+    assert wf.parser.get_parsed_content("validate#evaluator").network is wf.parser.get_parsed_content("network")
+
+
 def test_training_splits_select_what_trains(synthetic_lgg, tmp_path):
     """``training_splits`` picks the datalist splits the trainer sees: training only by default, training and
     validation for a final refit; a split the datalist lacks is refused by name."""
@@ -297,6 +333,7 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
         "--bundle_root", ".", "--dataset_dir", str(synthetic_lgg), "--output_dir", str(tmp_path / "ddp"),
         "--datalist", str(tmp_path / "datalist.json"), "--max_epochs", "1", "--val_interval", "1",
         "--batch_size", "1", "--num_samples", "2", "--roi_size", "[32, 32]", "--num_workers", "0",
+        "--ema_decay", "0.9",  # the weight average of a DDP-wrapped network
     ]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
@@ -305,6 +342,8 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
     final = torch.load(tmp_path / "ddp" / "checkpoints" / "model_final.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in final)  # unwrapped from DDP: loads into a plain LMNet
     LMNet().load_state_dict(final, strict=True)
+    assert "weight EMA (decay 0.9)" in result.stdout + result.stderr
+    assert "ema" in torch.load(latest_checkpoint(tmp_path / "ddp" / "checkpoints"), weights_only=False)
 
 
 @pytest.mark.parametrize(

@@ -100,15 +100,18 @@ def fine_tune(
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     trainer = workflow.parser.get_parsed_content("train#trainer")
 
+    # the best-validation weights; without a validation score, the final ones (both are the weight average when
+    # the training config keeps one)
     best = run_dir / "checkpoints" / "model.pt"
-    state = read_state_dict(best) if best.is_file() else workflow.parser.get_parsed_content("network").state_dict()
+    source = best if best.is_file() else run_dir / "checkpoints" / "model_final.pt"
+    state = read_state_dict(source)
     # strict: what is published must load into the network that inference builds
     LMNet(spatial_dims=2, in_channels=1, out_channels=get_task(spec.task).num_classes).load_state_dict(state)
     save_weights(state, spec.finetuned)
     stats = {
         "model": spec.name,
         "checkpoint": str(spec.finetuned),
-        "source": str(best) if best.is_file() else "the last epoch",
+        "source": str(source),
         "init_weights": str(init_weights) if init_weights is not None else None,
         "epochs": int(trainer.state.epoch),
         "train_items": len(train),
