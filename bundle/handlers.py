@@ -72,7 +72,10 @@ class WeightEMA:
     """
 
     def __init__(self, network: nn.Module, decay: float = 0.0) -> None:
-        decay = float(decay)
+        try:
+            decay = float(decay)
+        except (TypeError, ValueError):
+            raise ValueError(f"ema_decay must be a number in [0, 1) (0 disables the average), got {decay!r}.") from None
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 disables the average), got {decay}.")
         self.decay = decay

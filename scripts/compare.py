@@ -1,4 +1,5 @@
-"""Train and test LM-Net and MONAI's U-Nets under the same data, transforms, epochs and evaluation; print one table.
+"""Train and test LM-Net and MONAI's UNet, BasicUNet and SwinUNETR (2D) under the same data, transforms, epochs
+and evaluation; print one table.
 
 Every network goes through the bundle's own ``configs/train.json`` (plus the task overlay and a ``network_def``
 overlay written here), with the same recipe as the shipped weights (the task's crop / batch settings), the same
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=sorted(RECIPES), default="lgg")
     parser.add_argument("--dataset-dir", type=Path, required=True)
     parser.add_argument("--split-file", type=Path, help="split JSON (default docs/splits/<task>.json)")
-    parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS), default=["lmnet", "unet", "basicunet"])
+    parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS),
+                        default=["lmnet", "unet", "basicunet", "swinunetr"])
     parser.add_argument("--epochs", type=int, default=10, help="training epochs, the same for every network")
     parser.add_argument("--val-interval", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the inference timing")

@@ -160,8 +160,9 @@ def test_weight_ema_is_what_validates_checkpoints_and_ships(synthetic_lgg, tmp_p
 
 
 def test_without_weight_ema_the_trained_network_validates(synthetic_lgg, tmp_path):
-    """``ema_decay`` 0 (the default) keeps no average: the validator scores the trained network and old
-    checkpoints without an ``ema`` entry still resume."""
+    """``ema_decay`` 0 (the default) keeps no average: the validator scores the trained network, and the resumable
+    checkpoint gets no ``ema`` entry (so it stays what runs before 0.5.0 wrote; resuming one:
+    ``test_training_killed_mid_run_resumes``)."""
     wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
                    datalist=str(tmp_path / "datalist.json"), **FAST)
     wf.initialize()

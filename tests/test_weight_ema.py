@@ -68,9 +68,9 @@ def test_disabled_average_is_the_trained_network():
     assert ema.updates == 0
 
 
-@pytest.mark.parametrize("decay", [1.0, -0.1, 1.5])
+@pytest.mark.parametrize("decay", [1.0, -0.1, 1.5, "abc", None])
 def test_decay_outside_zero_one_is_refused(decay):
-    with pytest.raises(ValueError, match="ema_decay must be in"):
+    with pytest.raises(ValueError, match=r"ema_decay must be (a number )?in \[0, 1\)"):
         WeightEMA(_net(), decay=decay)
 
 
