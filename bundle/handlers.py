@@ -226,7 +226,8 @@ def enable_resume(
     path = latest_checkpoint(ckpt_dir) if as_bool(resume, "resume") else None
     if path is not None:
         logger.info("resuming training from %s", path)
-        CheckpointLoader(load_path=str(path), load_dict=save_dict, map_location="cpu").attach(trainer)
+        load_dict = _resumable_entries(path, save_dict)
+        CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location="cpu").attach(trainer)
     if save:
         # ignite's own atomic saver (MONAI's CheckpointSaver writes in place: a kill mid-save leaves a torn file)
         from ignite.engine import Events
@@ -239,6 +240,23 @@ def enable_resume(
         trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: _prune_latest(ckpt_dir, checkpoint.last_checkpoint))
     return trainer
+
+
+def _resumable_entries(path: Path, save_dict: dict) -> dict:
+    """The entries of ``save_dict`` to restore from the checkpoint at ``path``. A weight average (``"ema"``) that the
+    checkpoint lacks (it was written with ``ema_decay`` 0) starts afresh, with a warning; any other missing entry is
+    a ``ValueError`` naming the file and the entries."""
+    saved = set(torch.load(path, map_location="cpu", weights_only=False, mmap=True))
+    missing = [key for key in save_dict if key not in saved]
+    if "ema" in missing:
+        logger.warning("%s holds no weight average (written with ema_decay 0): the average starts now", path)
+        missing.remove("ema")
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} lacks {missing} (it holds {sorted(saved)}); resume it with the settings that wrote it, "
+            "or start over with --resume false."
+        )
+    return {key: value for key, value in save_dict.items() if key in saved}
 
 
 def _prune_latest(ckpt_dir: str | os.PathLike, keep: str | os.PathLike | None) -> None:

@@ -159,6 +159,18 @@ def test_weight_ema_is_what_validates_checkpoints_and_ships(synthetic_lgg, tmp_p
     assert resumed.parser.get_parsed_content("ema").updates == resumed.trainer.state.iteration == 2 * iterations
 
 
+def test_weight_ema_switched_on_when_resuming_starts_the_average_then(synthetic_lgg, tmp_path, capfd):
+    """A checkpoint written without an average resumes with ``ema_decay`` on: the average starts at the resumed
+    epoch, and the log says so (logging.conf sends it to the console)."""
+    first = _train(tmp_path, synthetic_lgg, max_epochs=1)
+    per_epoch = first.trainer.state.iteration
+    resumed = _train(tmp_path, synthetic_lgg, max_epochs=2, ema_decay=0.9)
+    assert resumed.trainer.state.epoch == 2
+    assert resumed.parser.get_parsed_content("ema").updates == per_epoch  # epoch 2 only
+    out, err = capfd.readouterr()
+    assert "holds no weight average (written with ema_decay 0): the average starts now" in out + err
+
+
 def test_without_weight_ema_the_trained_network_validates(synthetic_lgg, tmp_path):
     """``ema_decay`` 0 (the default) keeps no average: the validator scores the trained network, and the resumable
     checkpoint gets no ``ema`` entry (so it stays what runs before 0.5.0 wrote; resuming one:

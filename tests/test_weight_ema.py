@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine
 
-from bundle.handlers import WeightEMA, WeightEMAUpdater
+from bundle.handlers import WeightEMA, WeightEMAUpdater, enable_resume
 
 
 def _net() -> nn.Module:
@@ -100,3 +100,13 @@ def test_updater_averages_once_per_iteration():
     WeightEMAUpdater(idle).attach(quiet)
     quiet.run(range(5), max_epochs=1)
     assert idle.updates == 0
+
+
+def test_resume_refuses_a_checkpoint_without_the_optimizer_naming_it(tmp_path):
+    """Only a missing weight average starts afresh; any other entry the checkpoint lacks is an error naming the
+    file, before any state is half-restored."""
+    net = _net()
+    torch.save({"model": net.state_dict()}, tmp_path / "latest_checkpoint_2.pt")
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"latest_checkpoint_2\.pt lacks \['optimizer'\]"):
+        enable_resume(Engine(lambda e, b: None), tmp_path, {"model": net, "optimizer": optimizer}, save=False)
