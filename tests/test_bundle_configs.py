@@ -168,7 +168,7 @@ def test_weight_ema_switched_on_when_resuming_starts_the_average_then(synthetic_
     assert resumed.trainer.state.epoch == 2
     assert resumed.parser.get_parsed_content("ema").updates == per_epoch  # epoch 2 only
     out, err = capfd.readouterr()
-    assert "holds no weight average (written with ema_decay 0): the average starts now" in out + err
+    assert "holds no 'ema' (it was written without one): it starts now" in out + err
 
 
 def test_without_weight_ema_the_trained_network_validates(synthetic_lgg, tmp_path):

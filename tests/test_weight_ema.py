@@ -63,7 +63,7 @@ def test_average_resumes_from_its_state_dict():
 def test_disabled_average_is_the_trained_network():
     net = _net()
     ema = WeightEMA(net, decay=0)
-    assert not ema.enabled and ema.network is net and ema.checkpoint_items() == {} and ema.state_dict() == {}
+    assert not ema.enabled and ema.network is net and ema.checkpoint_items() == {}
     ema.update()
     assert ema.updates == 0
 
