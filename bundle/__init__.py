@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import checkpoints, data, handlers, inferers, losses, metrics, networks, tasks, transforms
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 __all__ = [
     "checkpoints", "data", "handlers", "inferers", "losses", "metrics", "networks", "tasks", "transforms",
