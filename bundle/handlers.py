@@ -92,18 +92,21 @@ class WeightEMA:
     @property
     def network(self) -> nn.Module:
         """The averaged network when enabled, else the trained network."""
-        return self.averaged.module if self.averaged is not None else self.trained
+        return self.averaged.module if self.enabled else self.trained
 
     @property
     def updates(self) -> int:
         """How many iterations have been averaged (0 when disabled)."""
-        return int(self.averaged.n_averaged.item()) if self.averaged is not None else 0
+        return int(self.averaged.n_averaged.item()) if self.enabled else 0
 
     def update(self) -> None:
-        """Fold the trained network's current parameters into the average and copy its buffers (nothing when
-        disabled)."""
-        if self.averaged is None:
-            return
+        """Fold the trained network's current parameters into the average and copy its buffers.
+
+        Raises:
+            RuntimeError: the average is disabled (``decay`` 0); :class:`WeightEMAUpdater` then never calls this.
+        """
+        if not self.enabled:
+            raise RuntimeError("no weight average is kept (ema_decay 0): nothing to update.")
         trained = unwrap(self.trained)
         self.averaged.update_parameters(trained)
         with torch.no_grad():

@@ -8,6 +8,8 @@ file, scored against the original labels exactly as ``scripts.reproduce_results`
 
     python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --epochs 10
     python -m scripts.compare --task busi --dataset-dir ../shared/data/busi --epochs 5 --models lmnet unet
+    # another setting of the training config for every network (here the lesion class weight of LGG runs v4 / v5)
+    python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --epochs 6 --bundle-arg lesion_weight=4.0
 
 Columns: params (M), MACs (G) for one image at the task's network input size, train s/epoch (median wall time of
 the training epochs from the trainer's log; the median leaves out the epochs that end with a validation run),
@@ -36,7 +38,7 @@ from bundle.benchmark import REFERENCE_NETWORKS, count_macs, count_parameters, m
 from bundle.handlers import write_report
 from bundle.networks import reparameterize_model
 from bundle.tasks import get_task
-from scripts.reproduce_results import evaluate, run_inference, split_file_of, task_configs
+from scripts.reproduce_results import bundle_args, evaluate, run_inference, split_file_of, task_configs
 
 logger = logging.getLogger("compare")
 
@@ -80,18 +82,33 @@ def epoch_seconds(log_text: str) -> list[float]:
     return [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in _EPOCH_TIME.findall(lines)]
 
 
-def train(name: str, task: str, dataset_dir: Path, split_file: Path, out: Path, epochs: int, val_interval: int) -> dict:
-    """Train network ``name`` with the task's recipe; returns ``{"ckpt", "epochs", "s_per_epoch", "wall_s"}``."""
+def training_command(
+    task: str, overlay: Path, dataset_dir: Path, split_file: Path, out: Path, epochs: int, val_interval: int,
+    settings: dict[str, str] | None = None,
+) -> list[str]:
+    """The ``monai.bundle run`` command line that trains the network of ``overlay`` with the task's recipe;
+    ``settings`` (``--bundle-arg``: ``{KEY: VALUE}`` as typed) replace or add to the recipe's settings."""
     recipe = RECIPES[task]
-    overlay = out / "network.json"
-    overlay.write_text(json.dumps({"network_def": network_def(name)}, indent=4) + "\n")
-    overrides = {**recipe["overrides"], "max_epochs": epochs, "val_interval": val_interval, "resume": False}
+    overrides = {key: json.dumps(value) for key, value in recipe["overrides"].items()}
+    overrides.update(max_epochs=str(epochs), val_interval=str(val_interval), resume="false", **(settings or {}))
     cmd = [sys.executable, "-m", "monai.bundle", "run",
            "--config_file", json.dumps([*recipe["configs"], str(overlay)]),
            "--bundle_root", str(ROOT), "--dataset_dir", str(dataset_dir), "--datalist", str(split_file),
            "--output_dir", str(out / "train")]
     for key, value in overrides.items():
-        cmd += [f"--{key}", json.dumps(value)]
+        cmd += [f"--{key}", value]
+    return cmd
+
+
+def train(
+    name: str, task: str, dataset_dir: Path, split_file: Path, out: Path, epochs: int, val_interval: int,
+    settings: dict[str, str] | None = None,
+) -> dict:
+    """Train network ``name`` with the task's recipe (plus ``settings``, see :func:`training_command`); returns
+    ``{"ckpt", "epochs", "s_per_epoch", "wall_s"}``."""
+    overlay = out / "network.json"
+    overlay.write_text(json.dumps({"network_def": network_def(name)}, indent=4) + "\n")
+    cmd = training_command(task, overlay, dataset_dir, split_file, out, epochs, val_interval, settings)
     log_path = out / "train.log"
     logger.info("training %s: %s (log: %s)", name, " ".join(cmd), log_path)
     start = time.perf_counter()
@@ -152,7 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-interval", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the inference timing")
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "compare")
+    parser.add_argument("--bundle-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the training config for every network, replacing the recipe's, "
+                             "e.g. lesion_weight=4.0")
     args = parser.parse_args(argv)
+    try:
+        settings = bundle_args(args.bundle_arg)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     split_file = split_file_of(args.task, args.split_file).resolve()
@@ -165,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         out = out_root / name
         out.mkdir(parents=True, exist_ok=True)
-        trained = train(name, args.task, dataset_dir, split_file, out, args.epochs, args.val_interval)
+        trained = train(name, args.task, dataset_dir, split_file, out, args.epochs, args.val_interval,
+                        settings)
         run_inference(args.task, cases, dataset_dir, Path(trained["ckpt"]), out / "pred",
                       extra_configs=(str(out / "network.json"),))
         rows = evaluate(cases, dataset_dir, out / "pred")

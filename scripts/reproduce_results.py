@@ -72,6 +72,22 @@ def prediction_path(pred_dir: Path, image_name: str) -> Path:
     return pred_dir / f"{strip_image_suffix(image_name)}_seg{ext}"
 
 
+def bundle_args(items: list[str]) -> dict[str, str]:
+    """``--bundle-arg KEY=VALUE`` items as ``{KEY: VALUE}`` for ``monai.bundle run --KEY VALUE`` (the value is passed
+    as typed, so the bundle parses it as it parses its own command line; a later KEY wins).
+
+    Raises:
+        ValueError: an item without ``=`` or without a key, naming it.
+    """
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--bundle-arg {item!r}: expected KEY=VALUE.")
+        overrides[key] = value
+    return overrides
+
+
 def run_inference(
     task: str, cases: list[dict], dataset_dir: Path, weights: Path, out_dir: Path, extra_configs: tuple[str, ...] = (),
     overrides: dict[str, str] | None = None,
@@ -160,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         parser.error(f"{split_file} has no {args.split!r} cases.")
 
-    overrides = {}
-    for item in args.bundle_arg:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--bundle-arg {item!r}: expected KEY=VALUE.")
-        overrides[key] = value
+    try:
+        overrides = bundle_args(args.bundle_arg)
+    except ValueError as err:
+        parser.error(str(err))
     if (args.record or args.check) and (overrides or args.split != "test" or args.weights or args.split_file):
         parser.error("--record / --check compare the shipped weights on the test split with default settings only.")
     pred_dir = output / "pred"

@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from PIL import Image
 
 from bundle.metrics import summarize
+from bundle.settings import as_bool
 from bundle.transforms import SaveLabeld
 from scripts import benchmark_training, compare, make_figures, reproduce_results
 
@@ -25,6 +26,37 @@ def test_epoch_seconds_reads_only_the_trainer_lines():
         "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 01:02:03.250",
     ])
     assert compare.epoch_seconds(log) == [31.5, 3723.25]
+
+
+def _flags(cmd: list[str]) -> dict[str, list]:
+    """``--key value`` pairs of a ``monai.bundle run`` command line, each value parsed as the bundle's command line
+    parses it (python-fire), listed per key so a repeated key shows."""
+    from fire.parser import DefaultParseValue
+
+    flags: dict[str, list] = {}
+    for key, value in zip(cmd[4::2], cmd[5::2], strict=True):
+        flags.setdefault(key.removeprefix("--"), []).append(DefaultParseValue(value))
+    return flags
+
+
+def test_comparison_trains_with_the_recipe_and_bundle_args_replace_its_settings(tmp_path):
+    """Every network trains with the task's recipe, typed as the bundle reads it; ``--bundle-arg`` replaces a recipe
+    setting (once, not a second flag) or adds one, and a malformed one is refused by name."""
+    args = ("lgg", tmp_path / "network.json", tmp_path / "data", tmp_path / "split.json", tmp_path, 6, 3)
+    flags = _flags(compare.training_command(*args))
+    assert flags["lesion_weight"] == [1.0] and flags["crop_size"] == [[128, 128]]
+    assert flags["resume"] == ["false"] and as_bool(flags["resume"][0], "resume") is False  # read as train.json does
+    assert flags["max_epochs"] == [6] and flags["val_interval"] == [3]
+    assert flags["config_file"] == [[*compare.RECIPES["lgg"]["configs"], str(tmp_path / "network.json")]]
+    changed = _flags(compare.training_command(*args, reproduce_results.bundle_args(
+        ["lesion_weight=4.0", "ema_decay=0.98", "lesion_weight=2"])))
+    assert changed["lesion_weight"] == [2] and changed["ema_decay"] == [0.98]
+    assert {k: v for k, v in changed.items() if k not in ("lesion_weight", "ema_decay")} == {
+        k: v for k, v in flags.items() if k != "lesion_weight"}
+    with pytest.raises(ValueError, match=r"--bundle-arg 'lesion_weight': expected KEY=VALUE"):
+        reproduce_results.bundle_args(["lesion_weight"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        reproduce_results.bundle_args(["=4"])
 
 
 @pytest.mark.parametrize("name", sorted(compare.NETWORKS))

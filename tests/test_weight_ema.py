@@ -63,9 +63,9 @@ def test_average_resumes_from_its_state_dict():
 def test_disabled_average_is_the_trained_network():
     net = _net()
     ema = WeightEMA(net, decay=0)
-    assert not ema.enabled and ema.network is net and ema.checkpoint_items() == {}
-    ema.update()
-    assert ema.updates == 0
+    assert not ema.enabled and ema.network is net and ema.checkpoint_items() == {} and ema.updates == 0
+    with pytest.raises(RuntimeError, match="no weight average is kept"):
+        ema.update()
 
 
 @pytest.mark.parametrize("decay", [1.0, -0.1, 1.5, "abc", None])
@@ -95,11 +95,11 @@ def test_updater_averages_once_per_iteration():
     WeightEMAUpdater(ema).attach(engine)
     engine.run(range(5), max_epochs=3)
     assert ema.updates == 15
-    idle = WeightEMA(net, decay=0)
+    # a disabled average attaches nothing: an update would raise and fail the run
     quiet = Engine(lambda e, batch: None)
-    WeightEMAUpdater(idle).attach(quiet)
+    WeightEMAUpdater(WeightEMA(net, decay=0)).attach(quiet)
     quiet.run(range(5), max_epochs=1)
-    assert idle.updates == 0
+    assert quiet.state.iteration == 5
 
 
 def test_resume_refuses_a_checkpoint_without_the_optimizer_naming_it(tmp_path):
