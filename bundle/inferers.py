@@ -6,9 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-__all__ = ["SliceWiseInferer", "FlipAveraged"]
+__all__ = ["SliceWiseInferer", "FlipAveraged", "PlainTensorInferer", "plain_tensor"]
+
+
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain ``torch.Tensor`` (a MetaTensor's data, shared, without its meta data).
+
+    Networks run on plain tensors: every operation on a MetaTensor also goes through its meta-data bookkeeping,
+    which made an LM-Net training step about 1.5 x slower on CPU. The meta data stays with the batch (the engines
+    keep the input image for ``Invertd``)."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
 def check_flips(flips: Sequence[int]) -> tuple[int, ...]:
@@ -69,6 +79,7 @@ class SliceWiseInferer(Inferer):
         self.tta_flips = check_flips(tta_flips)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        inputs = plain_tensor(inputs)
         if self.tta_flips:
             network = FlipAveraged(network, self.tta_flips)
         if inputs.ndim == 4:
@@ -76,3 +87,14 @@ class SliceWiseInferer(Inferer):
         if inputs.ndim == 5:
             return self.volume_inferer(inputs, network, *args, **kwargs)
         raise ValueError(f"expected a batch of 2D images (B, C, H, W) or volumes (B, C, H, W, D), got {inputs.shape}.")
+
+
+class PlainTensorInferer(Inferer):
+    """The network on the whole input, as MONAI's ``SimpleInferer``, on a plain tensor (see :func:`plain_tensor`):
+    the training inferer.
+
+    Shapes: (B, C, *S) -> the network's output.
+    """
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        return network(plain_tensor(inputs), *args, **kwargs)

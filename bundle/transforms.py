@@ -11,7 +11,10 @@ from monai.transforms import KeepLargestConnectedComponent, MapTransform, Resize
 
 from .settings import as_bool
 
-__all__ = ["SelectChanneld", "ResizeInPlaned", "KeepLargestLesiond", "SaveLabeld", "keep_largest_lesion"]
+__all__ = [
+    "SelectChanneld", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond", "SaveLabeld",
+    "keep_largest_lesion", "filter_lesions",
+]
 
 
 class SelectChanneld(MapTransform):
@@ -67,6 +70,111 @@ class ResizeInPlaned(Resized):
             self.resizer.spatial_size = self.in_plane + (-1,) * max(extra, 0)
             break
         return super().__call__(data, lazy=lazy)
+
+
+class NeighbourSlicesd(MapTransform):
+    """2.5D input: each slice of a one-channel volume gets its ``context`` neighbours on either side as extra channels
+    (slice ``z + j`` in channel ``context + j``, j = -context..context), so a 2D network sees the slices around the
+    one it segments. At the ends of the volume the edge slice repeats. A 2D image (1, H, W) has no neighbours: it is
+    repeated into every channel. ``context=0`` passes the data through.
+
+    Args:
+        keys: keys of one-channel, channel-first images (1, H, W) or volumes (1, H, W, D).
+        context: neighbours on each side (the network then takes ``2 * context + 1`` input channels).
+
+    Shapes: (1, H, W, D) -> (2 * context + 1, H, W, D); (1, H, W) -> (2 * context + 1, H, W).
+    """
+
+    def __init__(self, keys: KeysCollection, context: int = 1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+            raise ValueError(f"context_slices must be an int >= 0, got {context!r}.")
+        self.context = int(context)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if self.context == 0:
+            return d
+        channels = 2 * self.context + 1
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] != 1:
+                source = getattr(img, "meta", {}).get("filename_or_obj", key)
+                raise ValueError(f"{source}: 2.5D input needs one channel, got shape {tuple(img.shape)}.")
+            if img.ndim == 3:
+                d[key] = img.repeat(channels, 1, 1)
+                continue
+            depth = img.shape[-1]
+            offsets = torch.arange(-self.context, self.context + 1)
+            index = (torch.arange(depth)[None] + offsets[:, None]).clamp(0, depth - 1)  # (channels, D)
+            d[key] = torch.cat([img[..., index[c]] for c in range(channels)])
+        return d
+
+
+def filter_lesions(label: torch.Tensor, keep_largest: bool = False, min_size: int = 0) -> torch.Tensor:
+    """Lesion voxels (label > 0) of ``label`` (class indices, any spatial shape) that survive the component filter:
+    connected components (full connectivity: 8 neighbours in 2D, 26 in 3D) of fewer than ``min_size`` voxels are
+    removed, and with ``keep_largest`` only the largest component is kept. Returns a bool mask of ``label``'s shape.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label) > 0
+    if not mask.any() or (not keep_largest and min_size <= 1):
+        return torch.as_tensor(mask)
+    components, count = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    keep = sizes >= max(min_size, 1)
+    if keep_largest:
+        keep &= np.arange(count + 1) == int(sizes.argmax())
+    keep[0] = False
+    return torch.as_tensor(keep[components])
+
+
+class LesionFilterd(MapTransform):
+    """Remove connected lesion components by size: those smaller than ``min_size`` voxels and, with ``keep_largest``,
+    all but the largest (a volume as a whole, in 3D). Removed voxels become background.
+
+    Works on class-index labels (1, *S) and on per-class scores (K, *S): one-hot labels or probabilities, where a
+    voxel is lesion when a foreground class has the highest score, and removed voxels get background score 1 and
+    foreground scores 0 (so filtering before an inverse resize removes the component at every resolution).
+
+    Args:
+        keys: keys of the predictions.
+        keep_largest: keep only the largest component (``keep_largest_component``; ``"false"`` reads as false).
+        min_size: smallest component kept, in voxels of the grid the filter runs on (``min_lesion_size``; 0 keeps all).
+        scores: whether the data are per-class scores (K, *S) rather than class indices (1, *S).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, keep_largest: bool = False, min_size: int = 0, scores: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.keep_largest = as_bool(keep_largest, "keep_largest_component")
+        if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+            raise ValueError(f"min_lesion_size must be an int >= 0 (voxels), got {min_size!r}.")
+        self.min_size = int(min_size)
+        self.scores = scores
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if not self.keep_largest and self.min_size <= 1:
+            return d
+        for key in self.key_iterator(d):
+            pred = d[key]
+            label = pred.argmax(0) if self.scores else pred[0]
+            removed = (label > 0) & ~filter_lesions(label, self.keep_largest, self.min_size).to(pred.device)
+            if not removed.any():
+                continue
+            pred = pred.clone()
+            if self.scores:
+                pred[:, removed] = 0
+                pred[0, removed] = 1
+            else:
+                pred[0, removed] = 0
+            d[key] = pred
+        return d
 
 
 def keep_largest_lesion(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -63,3 +63,25 @@ def test_task_settings_agree_with_the_inference_configs(task):
         assert tuple(parser.get_parsed_content("tta_flips")) == settings.tta_flips, kind
         assert parser.get_parsed_content("keep_largest_component") == settings.keep_largest_component, kind
         assert list(parser.get_parsed_content("roi_size")) == list(settings.spatial_size), kind
+
+
+def test_networks_see_plain_tensors_and_the_batch_keeps_its_meta_data(network):
+    """The inferers hand the network a plain tensor (MetaTensor bookkeeping on every operation slowed training
+    about 1.5 x); the outputs are the same numbers."""
+    from monai.data import MetaTensor
+
+    from bundle.inferers import PlainTensorInferer
+
+    seen = []
+
+    def spy(x):
+        seen.append(type(x))
+        return network(x)
+
+    image = MetaTensor(torch.rand(2, 1, 32, 32), meta={"filename_or_obj": "x.png"})
+    with torch.inference_mode():
+        out = PlainTensorInferer()(image, spy)
+        torch.testing.assert_close(out, network(image.as_tensor()))
+        SliceWiseInferer((32, 32), tta_flips=(1,))(image, spy)
+    assert seen and all(t is torch.Tensor for t in seen)
+    assert isinstance(image, MetaTensor) and image.meta["filename_or_obj"] == "x.png"

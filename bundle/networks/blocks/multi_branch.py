@@ -88,7 +88,7 @@ class MultiBranchBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand_act(self.expand(x))
         y = self.se(self.depthwise_act(self.depthwise(y)))
-        return self.pointwise(y) + self.shortcut(x)
+        return self.pointwise(y).add_(self.shortcut(x))  # in place: a conv output is not saved for backward
 
     def switch_to_deploy(self) -> None:
         """Fuse the training branches in place (idempotent)."""

@@ -89,6 +89,79 @@ def _neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kh: int, kw: in
     return torch.cat(out, -1)
 
 
+def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
+    """The adjoint of :func:`_neighborhood_aggregate` in its values, added to ``out``: every pixel's
+    ``weights[o] * x`` goes back to the key pixel at window offset ``o``. (N, kh * kw, H, W) weights, (N, d, H, W)
+    ``x`` and ``out``.
+
+    Per window row, contributions are first summed in the row-gathered layout (columns: a slice for the interior, a
+    single column for each border, all in-place adds into views), then added to their rows with one ``index_add_``.
+    """
+    h, w = x.shape[2], x.shape[3]
+    rw = kw // 2
+    interior = slice(rw, rw + w - kw + 1)
+    tail = slice(rw + w - kw + 1, w)
+    starts = _row_starts(h, kh, x.device)
+    acc = torch.empty_like(x)
+    for row in range(kh):
+        acc.zero_()
+        for col in range(kw):
+            wo = weights[:, row * kw + col : row * kw + col + 1]
+            acc[..., col : col + w - kw + 1].addcmul_(wo[..., interior], x[..., interior])
+            if rw > 0:
+                acc[..., col : col + 1] += (wo[..., :rw] * x[..., :rw]).sum(-1, keepdim=True)
+            if kw - 1 - rw > 0:
+                acc[..., w - kw + col : w - kw + col + 1] += (wo[..., tail] * x[..., tail]).sum(-1, keepdim=True)
+        out.index_add_(2, starts + row, acc)
+
+
+class _NeighborhoodAttentionFunction(torch.autograd.Function):
+    """Neighborhood attention on stacked channel-first q, k, v (3, N, d, H, W) with a hand-written backward.
+
+    The forward is the inference computation; the backward reuses its window passes (logits of the output gradient
+    with the values, aggregation of the logit gradients over the keys) plus their adjoint
+    (:func:`_neighborhood_scatter`), and returns one gradient for the stacked input, instead of autograd's per-view
+    zero-filled gradient buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
+        q = qkv[0] * scale
+        attn = _neighborhood_logits(q, qkv[1], kh, kw).softmax(1)
+        ctx.save_for_backward(qkv, attn)
+        ctx.settings = (scale, kh, kw)
+        return _neighborhood_aggregate(attn, qkv[2], kh, kw)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        qkv, attn = ctx.saved_tensors
+        scale, kh, kw = ctx.settings
+        grad = grad.contiguous()
+        grad_attn = _neighborhood_logits(grad, qkv[2], kh, kw)
+        grad_logits = attn * (grad_attn - (attn * grad_attn).sum(1, keepdim=True))
+        grad_qkv = torch.zeros_like(qkv)
+        grad_qkv[0] = _neighborhood_aggregate(grad_logits, qkv[1], kh, kw).mul_(scale)
+        _neighborhood_scatter(grad_logits, qkv[0] * scale, kh, kw, grad_qkv[1])
+        _neighborhood_scatter(attn, grad, kh, kw, grad_qkv[2])
+        return grad_qkv, None, None, None
+
+
+@torch.jit.unused
+def _attention_with_backward(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
+    return _NeighborhoodAttentionFunction.apply(qkv, scale, kh, kw)
+
+
+def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
+    """Neighborhood attention of stacked channel-first q, k, v (3, N, d, H, W) -> (N, d, H, W): the
+    softmax(scale * q . k)-weighted window sums of v. Under autograd (eager) through the hand-written backward,
+    else the plain computation (scripting, tracing, no-grad)."""
+    if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+        if torch.is_grad_enabled() and qkv.requires_grad:
+            return _attention_with_backward(qkv, scale, kh, kw)
+    attn = _neighborhood_logits(qkv[0] * scale, qkv[1], kh, kw).softmax(1)
+    return _neighborhood_aggregate(attn, qkv[2], kh, kw)
+
+
 def _to_channels_first(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, H, W, d) -> contiguous (B * heads, d, H, W)."""
     b, nh, h, w, d = x.shape
@@ -121,9 +194,8 @@ def neighborhood_attention_2d(
     b, nh, h, w, d = q.shape
     kh, kw = min(kernel_size, h), min(kernel_size, w)
     q_scale = float(d) ** -0.5 if scale is None else scale
-    qc = _to_channels_first(q) * q_scale
-    attn = _neighborhood_logits(qc, _to_channels_first(k), kh, kw).softmax(1)
-    out = _neighborhood_aggregate(attn, _to_channels_first(v), kh, kw)
+    qkv = torch.stack([_to_channels_first(t) for t in (q, k, v)])
+    out = _attend(qkv, q_scale, kh, kw)
     return out.reshape(b, nh, d, h, w).permute(0, 1, 3, 4, 2)
 
 
@@ -175,6 +247,9 @@ class NeighborhoodAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, h, w, 3, nh, d).permute(3, 0, 4, 5, 1, 2).reshape(3, b * nh, d, h, w)
         qkv = qkv.contiguous()
         kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
-        attn = _neighborhood_logits(qkv[0] * self.scale, qkv[1], kh, kw).softmax(1)
-        out = _neighborhood_aggregate(self.attn_drop(attn), qkv[2], kh, kw)
+        if self.training and self.attn_drop.p > 0:  # dropout on the weights: plain autograd
+            attn = _neighborhood_logits(qkv[0] * self.scale, qkv[1], kh, kw).softmax(1)
+            out = _neighborhood_aggregate(self.attn_drop(attn), qkv[2], kh, kw)
+        else:
+            out = _attend(qkv, self.scale, kh, kw)
         return self.proj(out.reshape(b, c, h, w).permute(0, 2, 3, 1))

@@ -156,7 +156,7 @@ class MultiKernelDepthwiseConv(nn.Module):
         out: torch.Tensor | None = None
         for branch in self.branches:
             y = branch(x)
-            out = y if out is None else out + y
+            out = y if out is None else out.add_(y)  # in place: a batch-norm output is not saved for backward
         if out is None:
             raise RuntimeError("MultiKernelDepthwiseConv has no branches.")
         return out

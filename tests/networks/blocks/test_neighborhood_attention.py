@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bundle.networks.blocks.neighborhood_attention import NeighborhoodAttention, neighborhood_attention_2d
+import bundle.networks.blocks.neighborhood_attention as na_module
+from bundle.networks.blocks.neighborhood_attention import (
+    NeighborhoodAttention,
+    _neighborhood_aggregate,
+    _neighborhood_logits,
+    neighborhood_attention_2d,
+)
 
 
 def reference_attention(q, k, v, kernel_size, scale=None):
@@ -80,6 +86,44 @@ def test_gradients_match_brute_force():
     slow = torch.autograd.grad((reference_attention(q, k, v, 5) * weight).sum(), (q, k, v))
     for g_fast, g_slow in zip(fast, slow, strict=True):
         torch.testing.assert_close(g_fast, g_slow)
+
+
+def _autograd_attention(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
+    """The reference: the inference computation differentiated by autograd (no hand-written backward)."""
+    attn = _neighborhood_logits(qkv[0] * scale, qkv[1], kh, kw).softmax(1)
+    return _neighborhood_aggregate(attn, qkv[2], kh, kw)
+
+
+@pytest.mark.parametrize("shape,kernel_size", CASES)
+def test_hand_written_backward_equals_autograd(shape, kernel_size):
+    """The training path (``_NeighborhoodAttentionFunction``) has the same outputs and gradients as autograd through
+    the inference computation, border windows and windows clipped to short axes included."""
+    b, nh, h, w, d = shape
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(3, b * nh, d, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(b * nh, d, h, w, generator=gen, dtype=torch.float64)
+    kh, kw = min(kernel_size, h), min(kernel_size, w)
+    fast = na_module._attend(qkv, 0.7, kh, kw)
+    assert fast.grad_fn is not None and "NeighborhoodAttentionFunction" in type(fast.grad_fn).__name__
+    slow = _autograd_attention(qkv, 0.7, kh, kw)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    (g_fast,) = torch.autograd.grad((fast * weight).sum(), qkv)
+    (g_slow,) = torch.autograd.grad((slow * weight).sum(), qkv)
+    torch.testing.assert_close(g_fast, g_slow, rtol=0, atol=1e-12)
+
+
+def test_module_gradients_equal_autograd_in_float32(monkeypatch):
+    """The whole module in training mode: parameter and input gradients through the hand-written backward equal
+    those of autograd through the inference computation (swapped in as the reference)."""
+    torch.manual_seed(6)
+    module = NeighborhoodAttention(12, 2, kernel_size=3).train()
+    x = torch.randn(2, 17, 23, 12, requires_grad=True)
+    weight = torch.randn(2, 17, 23, 12)
+    grads = torch.autograd.grad((module(x) * weight).sum(), [x, *module.parameters()])
+    monkeypatch.setattr(na_module, "_attention_with_backward", _autograd_attention)
+    reference = torch.autograd.grad((module(x) * weight).sum(), [x, *module.parameters()])
+    for fast, slow in zip(grads, reference, strict=True):
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
 
 
 def test_border_window_shifts_inward():
