@@ -20,7 +20,7 @@ from monai.handlers import CheckpointLoader
 
 from .checkpoints import save_weights, unwrap
 from .data.datalist import strip_image_suffix
-from .metrics import METRIC_NAMES, case_metrics, summarize
+from .metrics import METRIC_NAMES, SLICE_METRIC_NAMES, case_metrics, summarize, summarize_slices
 from .networks import reparameterize_model
 from .settings import as_bool
 
@@ -336,18 +336,30 @@ class SegmentationReport:
             v = summary[key]
             return "n/a" if math.isnan(v["mean"]) else f"{v['mean']:.4f} +- {v['std']:.4f} (n={int(v['n'])})"
 
+        def interval(key: str) -> str:
+            v = summary[key]
+            return f" [95% CI {v['ci95_low']:.4f}, {v['ci95_high']:.4f}]" if "ci95_low" in v else ""
+
         lines = [f"| metric ({n_cases} cases) | all cases | cases with a lesion |", "| --- | --- | --- |"]
-        lines += [f"| {name} | {cell(name + '/all')} | {cell(name + '/lesion')} |" for name in METRIC_NAMES]
+        lines += [f"| {name} | {cell(name + '/all')}{interval(name + '/all')} | {cell(name + '/lesion')} |"
+                  for name in METRIC_NAMES]
         lines.append(f"| lesion predicted on lesion-free cases | {cell('false_lesion_rate/normal')} | |")
+        lines += [f"| {name} per 2D slice | {cell(name + '/slices')} | {cell(name + '/lesion_slices')} |"
+                  for name in SLICE_METRIC_NAMES if f"{name}/slices" in summary]
         return "\n".join(lines)
 
 
-def write_report(rows: list[dict], output_dir: str | os.PathLike) -> dict[str, dict[str, float]]:
+def write_report(
+    rows: list[dict], output_dir: str | os.PathLike, slice_rows: list[dict] | None = None
+) -> dict[str, dict[str, float]]:
     """Write per-case ``rows`` (``{"case", <metric>: value}``) to ``output_dir``: ``metrics.csv``, and their
-    :func:`bundle.metrics.summarize` as ``summary.json`` and the markdown ``summary.md``. Returns the summary."""
+    :func:`bundle.metrics.summarize` (plus :func:`bundle.metrics.summarize_slices` of per-slice ``slice_rows`` of
+    volumes, the paper's unit) as ``summary.json`` and the markdown ``summary.md``. Returns the summary."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(rows)
+    if slice_rows:
+        summary.update(summarize_slices(slice_rows))
     with open(out / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case"])
         writer.writeheader()

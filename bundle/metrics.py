@@ -17,9 +17,14 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance
 
-__all__ = ["METRIC_NAMES", "case_metrics", "summarize"]
+__all__ = [
+    "METRIC_NAMES", "SLICE_METRIC_NAMES", "case_metrics", "slice_metrics", "summarize", "summarize_slices",
+    "bootstrap_interval",
+]
 
 METRIC_NAMES = ("dice", "mdice", "iou", "miou", "hd95", "hd", "precision", "recall", "accuracy", "rad")
+# the paper's unit: every 2D slice of the test volumes, empty ones included, overlap metrics only
+SLICE_METRIC_NAMES = ("mdice", "miou", "dice", "iou")
 
 
 def _ratio(num: float, den: float, empty: float) -> float:
@@ -40,13 +45,16 @@ def _distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None
     return float(hd95.item()), float(hd.item())
 
 
-def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
+def case_metrics(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None, distances: bool = True
+) -> dict[str, float]:
     """All :data:`METRIC_NAMES` (plus ``has_lesion``, ``predicted_lesion``, voxel counts) for one case.
 
     Args:
         pred: binary prediction (H, W) or (H, W, D); anything > 0 is lesion.
         gt: binary ground truth of the same shape.
         spacing: voxel spacing per axis (mm) for the distances, or ``None`` for pixel units.
+        distances: compute HD95 / HD (``False``: NaN, for the many slices of :func:`slice_metrics`).
     """
     p = np.asarray(pred) > 0
     g = np.asarray(gt) > 0
@@ -60,7 +68,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | No
     iou = _ratio(tp, tp + fp + fn, 1.0)
     dice_bg = _ratio(2 * tn, 2 * tn + fp + fn, 1.0)
     iou_bg = _ratio(tn, tn + fp + fn, 1.0)
-    hd95, hd = _distances(p, g, spacing)
+    hd95, hd = _distances(p, g, spacing) if distances else (math.nan, math.nan)
     return {
         "dice": dice,
         "mdice": (dice + dice_bg) / 2,
@@ -80,8 +88,9 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | No
 
 
 def summarize(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean (NaN-skipping), std and count of each metric over all cases and over the cases with a lesion, plus
-    the rate of predicting a lesion on cases without one."""
+    """Mean (NaN-skipping), std and count of each metric over all cases and over the cases with a lesion (for the
+    lesion Dice also a 95% bootstrap interval of the mean, ``ci95_low`` / ``ci95_high``), plus the rate of predicting
+    a lesion on cases without one."""
     out: dict[str, dict[str, float]] = {}
     subsets = {"all": list(rows), "lesion": [r for r in rows if r["has_lesion"] > 0]}
     for subset, items in subsets.items():
@@ -93,7 +102,51 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
                 "std": float(finite.std()) if finite.size else math.nan,
                 "n": float(finite.size),
             }
+            if name == "dice":  # 95% bootstrap interval of the mean over cases
+                out[f"{name}/{subset}"]["ci95_low"], out[f"{name}/{subset}"]["ci95_high"] = bootstrap_interval(finite)
     normals = [r for r in rows if r["has_lesion"] == 0]
     rate = float(np.mean([r["predicted_lesion"] for r in normals])) if normals else math.nan
     out["false_lesion_rate/normal"] = {"mean": rate, "std": math.nan, "n": float(len(normals))}
     return out
+
+
+def slice_metrics(pred: np.ndarray, gt: np.ndarray) -> list[dict[str, float]]:
+    """:func:`case_metrics` (without distances) of every 2D slice (last axis) of a (H, W, D) prediction and ground
+    truth: the paper's per-image unit. A slice where both are empty scores lesion Dice / IoU 1 (see module doc)."""
+    p, g = np.asarray(pred), np.asarray(gt)
+    if p.ndim != 3 or p.shape != g.shape:
+        raise ValueError(f"expected two (H, W, D) volumes of one shape, got {p.shape} and {g.shape}.")
+    return [case_metrics(p[..., z], g[..., z], distances=False) for z in range(p.shape[-1])]
+
+
+def summarize_slices(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean, std and count of :data:`SLICE_METRIC_NAMES` over all slices (``<name>/slices``) and over the slices
+    with a lesion (``<name>/lesion_slices``)."""
+    out: dict[str, dict[str, float]] = {}
+    subsets = {"slices": list(rows), "lesion_slices": [r for r in rows if r["has_lesion"] > 0]}
+    for subset, items in subsets.items():
+        for name in SLICE_METRIC_NAMES:
+            values = np.array([r[name] for r in items], dtype=float)
+            out[f"{name}/{subset}"] = {
+                "mean": float(values.mean()) if values.size else math.nan,
+                "std": float(values.std()) if values.size else math.nan,
+                "n": float(values.size),
+            }
+    return out
+
+
+def bootstrap_interval(
+    values: Sequence[float], level: float = 0.95, resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (cases resampled with replacement, seeded).
+
+    Returns:
+        ``(low, high)``; NaN for no values.
+    """
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(1)
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .checkpoints import sha256_file
 from .io.discovery import Case, discover_cases, select_part
 from .io.errors import CaseError
 from .io.manifest import CaseRecord, manifest_name, write_manifest, write_record
@@ -62,6 +63,9 @@ class Predictor:
         num_writers: threads writing outputs behind the network (default 1; at most twice as many cases queued).
         quiet: no progress bar (default False).
         software_version: written into DICOM SEGs (default "unknown").
+        inference_settings: the resolved settings of the inference pipeline (the config's ``inference_settings``);
+            with the SHA-256 of the segmenter's weights they are part of the ``--continue`` fingerprint, so a case
+            finished with other weights or settings runs again.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Predictor:
         class_names: Sequence[str] | None = None, save_probabilities: bool = False, overlay_slices: int = 3,
         continue_prediction: bool = False, num_parts: int = 1, part_id: int = 0, num_readers: int = 2,
         prefetch: int = 2, num_writers: int = 1, quiet: bool = False, software_version: str = "unknown",
+        inference_settings: dict | None = None,
     ) -> None:
         for name, value in (("num_readers", num_readers), ("prefetch", prefetch), ("num_writers", num_writers)):
             if value < 1:
@@ -77,8 +82,7 @@ class Predictor:
             raise ValueError(f"channel_index must be >= 0, got {channel_index}.")
         select_part([], num_parts, part_id)  # validates the split
         if class_names is None:
-            task = getattr(segmenter, "task", None)
-            class_names = getattr(task, "class_names", ("background", "lesion"))
+            class_names = getattr(segmenter, "class_names", ("background", "lesion"))
         self.segmenter = segmenter
         self.output = OutputSettings(tuple(formats), tuple(class_names), save_probabilities, overlay_slices,
                                      software_version)
@@ -87,25 +91,40 @@ class Predictor:
         self.num_parts, self.part_id = num_parts, part_id
         self.num_readers, self.prefetch, self.num_writers = num_readers, prefetch, num_writers
         self.quiet = quiet
+        self.inference_settings = dict(inference_settings or {})
+        weights = getattr(segmenter, "weights", None)
+        self.model_identity = {"weights_sha256": sha256_file(weights) if weights else None, **self.inference_settings}
 
     @classmethod
     def from_bundle(
-        cls, bundle_root: str | os.PathLike = ".", task: str = "lgg", device: str = "auto", batch_size: int = 16,
-        weights: str | os.PathLike | None = None, **settings,
+        cls, bundle_root: str | os.PathLike = ".", task: str = "lgg", device: str = "auto",
+        weights: str | os.PathLike | None = None, overrides: dict | None = None, **settings,
     ) -> Predictor:
-        """A predictor with the bundle's :class:`~bundle.segmenter.SliceSegmenter` for ``task`` (weights from
-        ``bundle_root``); the task supplies ``channel_index`` and ``class_names`` unless given in ``settings``."""
-        from .segmenter import SliceSegmenter
-        from .tasks import get_task
+        """A predictor with the :class:`~bundle.segmenter.Segmenter` of the task's inference configs (plus
+        ``overrides``: config id -> value; ``weights`` replaces ``ckpt_path``); the config supplies
+        ``channel_index``, the segmenter ``class_names``, unless given in ``settings``."""
+        from .config import bundle_parser
 
-        task_settings = get_task(task)
-        segmenter = SliceSegmenter.from_bundle(bundle_root, task, device, batch_size, weights)
-        settings.setdefault("channel_index", task_settings.channel_index)
-        settings.setdefault("class_names", task_settings.class_names)
+        values = dict(overrides or {})
+        if weights is not None:
+            values["ckpt_path"] = str(weights)
+        if device is not None and str(device) != "auto":
+            values["device"] = f"$torch.device({str(device)!r})"
+        parser = bundle_parser(bundle_root, task, "inference", values)
+        settings.setdefault("channel_index", parser.get_parsed_content("channel_index"))
+        settings.setdefault("inference_settings", parser.get_parsed_content("inference_settings"))
+        return cls.from_config(parser.get_parsed_content("segmenter"), bundle_root, **settings)
+
+    @classmethod
+    def from_config(cls, segmenter: Segmenter, bundle_root: str | os.PathLike, channel_index: int = 0,
+                    **settings) -> Predictor:
+        """A predictor around the inference config's ``segmenter`` (the ``predict`` entry of
+        ``configs/inference.json``): ``channel_index`` and ``inference_settings`` from the config, the software
+        version from the bundle's metadata."""
         metadata = Path(bundle_root) / "configs" / "metadata.json"
         if "software_version" not in settings and metadata.is_file():
             settings["software_version"] = str(json.loads(metadata.read_text()).get("version", "unknown"))
-        return cls(segmenter, **settings)
+        return cls(segmenter, channel_index=int(channel_index), **settings)
 
     def settings(self) -> dict:
         """The settings as plain data (written to ``arguments.json``)."""
@@ -115,7 +134,7 @@ class Predictor:
             "save_probabilities": out.save_probabilities, "overlay_slices": out.overlay_slices,
             "continue_prediction": self.continue_prediction, "num_parts": self.num_parts, "part_id": self.part_id,
             "num_readers": self.num_readers, "prefetch": self.prefetch, "num_writers": self.num_writers,
-            "software_version": out.software_version, "segmenter": type(self.segmenter).__name__,
+            "software_version": out.software_version, "model": self.model_identity,
         }
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +197,7 @@ class Predictor:
             tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     def _fingerprint(self, case: Case) -> str:
-        return settings_fingerprint(case, self.output, self.channel_index)
+        return settings_fingerprint(case, self.output, self.channel_index, self.model_identity)
 
     def _triage(self, cases: list[Case], output_dir: Path) -> tuple[list[Case], list[CaseRecord]]:
         """Split into cases to run and records that are already final (ignored files, finished cases)."""

@@ -1,114 +1,115 @@
-"""Slice-wise segmentation of 2D images and 3D volumes with the 2D network, outside the MONAI config machinery.
+"""Segmentation of in-memory images with the pipeline of the bundle's inference config.
 
-The preprocessing and postprocessing are MONAI's own array transforms with the same settings as
-``configs/inference.json``, so the predictor and ``monai.bundle run`` give the same labels.
+The :class:`Segmenter` holds the pieces that ``configs/inference.json`` (plus the task overlay and any overrides)
+defines: the network with its weights, the image transforms after file reading, the inferer, and the post-processing
+up to the class scores and the labels. It defines no processing of its own, so the batch predictor, the Python API
+and MONAI Label give the labels that ``monai.bundle run --config_file configs/inference.json`` writes.
+
+    segmenter = Segmenter.from_bundle(".", task="lgg", overrides={"tta_flips": []})
+    labels, probabilities = segmenter(volume)        # (H, W, D) float array -> (H, W, D) uint8, (2, H, W, D)
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-from monai.inferers import SliceInferer
-from monai.transforms import Resize, ScaleIntensityRangePercentiles
+from monai.data import MetaTensor
+from monai.transforms import Compose
 
 from .checkpoints import load_weights
-from .device import resolve_device, use_amp
-from .inferers import FlipAveraged
-from .networks import LMNet, reparameterize_model
-from .tasks import TaskSettings, get_task
-from .transforms import keep_largest_lesion
+from .device import resolve_device
+from .networks import reparameterize_model
+from .settings import as_bool
 
-__all__ = ["SliceSegmenter", "load_network"]
+__all__ = ["Segmenter", "deployed_network"]
 
 logger = logging.getLogger(__name__)
 
 
-def load_network(weights: str | os.PathLike | None, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
-    """Build the default LMNet, load ``weights`` strictly (training-form state_dict, or a checkpoint dict holding
-    one under ``"model"``/``"network"``; a shipped file must match its recorded SHA-256, see
-    :func:`bundle.checkpoints.load_weights`), and return the re-parameterized model in eval mode.
+def deployed_network(network: nn.Module, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
+    """``network`` with ``weights`` loaded strictly (shipped files checked against their recorded SHA-256, see
+    :func:`bundle.checkpoints.load_weights`; ``None`` keeps the initialisation, for tests and benchmarks), in its
+    re-parameterized inference form when it has one, in eval mode on ``device``."""
+    load_weights(network, weights)
+    if any(callable(getattr(m, "switch_to_deploy", None)) for m in network.modules()):
+        network = reparameterize_model(network, inplace=True, channels_last=device.type == "cuda")
+    return network.to(device).eval()
 
-    ``weights=None`` keeps the random initialisation (for tests and benchmarks only).
-    """
-    net = load_weights(LMNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes), weights)
-    return reparameterize_model(net, inplace=True)
 
-
-class SliceSegmenter:
-    """Runs a 2D segmentation network on a 2D image, or on every slice (last axis) of a 3D volume.
-
-    Steps: percentile intensity scaling to [0, 1] over the whole input -> in-plane resize to the task's size ->
-    batched network forward per slice -> softmax -> resize back -> argmax.
+class Segmenter:
+    """Runs the inference config's pipeline on one image array.
 
     Args:
-        network: a 2D network mapping (B, 1, H, W) -> (B, num_classes, H, W) logits (put in eval mode here).
-        task: a :class:`~bundle.tasks.TaskSettings` or its name.
-        device: "auto" (CUDA when available), "cpu", "cuda:0", ...
-        batch_size: slices per forward pass.
+        network: the config's ``network`` (built from ``network_def``).
+        weights: the weights file (``ckpt_path``), loaded strictly; ``None`` keeps the network as it is.
+        image_transforms: the config's ``image_transforms``: the preprocessing after file reading, on
+            ``{"image": MetaTensor (C, *S)}``.
+        inferer: the config's ``inferer``.
+        score_transforms: the config's ``score_transforms``: network output -> class scores on the source grid
+            (they invert ``image_transforms``).
+        label_transforms: the config's ``label_transforms``: scores -> class indices (1, *S).
+        device: the config's ``device``, or "auto".
+        amp: automatic mixed precision (CUDA only), the config's ``amp``.
+        class_names: output classes, background first.
+
+    Shapes of ``__call__``: (H, W) or (H, W, D) -> labels uint8 of the same shape, probabilities float32
+    (num_classes, H, W[, D]).
     """
 
     def __init__(
-        self, network: nn.Module, task: TaskSettings | str = "lgg", device: str | torch.device = "auto",
-        batch_size: int = 16,
+        self, network: nn.Module, weights: str | os.PathLike | None, image_transforms: Sequence[Callable],
+        inferer: Callable, score_transforms: Sequence[Callable], label_transforms: Sequence[Callable],
+        device: str | torch.device = "auto", amp: bool = False,
+        class_names: Sequence[str] = ("background", "lesion"),
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.task = get_task(task) if isinstance(task, str) else task
         self.device = resolve_device(device)
-        self.amp = use_amp(self.device)
-        self.network = network.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.network = self.network.to(memory_format=torch.channels_last)
-        lower, upper = self.task.percentiles
-        self.scale = ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True)
-        self.inferer = SliceInferer(roi_size=self.task.spatial_size, sw_batch_size=batch_size, spatial_dim=2)
+        self.amp = as_bool(amp, "amp") and self.device.type == "cuda"
+        self.network = deployed_network(network, weights, self.device)
+        self.weights = None if weights is None else str(weights)
+        self.image_transforms = Compose(list(image_transforms))
+        self.inferer = inferer
+        self.score_transforms = Compose(list(score_transforms))
+        self.label_transforms = Compose(list(label_transforms))
+        self.class_names = tuple(class_names)
 
     @classmethod
     def from_bundle(
         cls, bundle_root: str | os.PathLike = ".", task: str = "lgg", device: str | torch.device = "auto",
-        batch_size: int = 16, weights: str | os.PathLike | None = None,
-    ) -> SliceSegmenter:
-        """Load the task's shipped weights (``weights`` overrides the path) from ``bundle_root``."""
-        settings = get_task(task)
-        path = Path(weights) if weights is not None else Path(bundle_root) / settings.weights
-        network = load_network(path, settings.num_classes)
-        return cls(network, settings, device, batch_size)
+        weights: str | os.PathLike | None = None, overrides: dict | None = None,
+    ) -> Segmenter:
+        """The ``segmenter`` of the task's inference configs under ``bundle_root`` with ``overrides`` (config ids ->
+        values, as ``monai.bundle run --id value``); ``weights`` replaces ``ckpt_path``."""
+        from .config import bundle_parser
+
+        settings = dict(overrides or {})
+        if weights is not None:
+            settings["ckpt_path"] = str(weights)
+        if device is not None and str(device) != "auto":
+            settings["device"] = f"$torch.device({str(device)!r})"
+        parser = bundle_parser(bundle_root, task, "inference", settings)
+        return parser.get_parsed_content("segmenter")
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment one image.
-
-        Args:
-            image: (H, W) 2D image or (H, W, D) volume with slices along the last axis, one channel, any dtype.
-
-        Returns:
-            ``(labels, probabilities)``: uint8 labels with ``image``'s shape and float32 class probabilities of
-            shape (num_classes, *image.shape).
-        """
+        """Segment a (H, W) image or a (H, W, D) volume (slices along the last axis); any numeric dtype."""
+        image = np.asarray(image)
         if image.ndim not in (2, 3):
             raise ValueError(f"image must be 2D (H, W) or 3D (H, W, D), got shape {image.shape}.")
-        if min(image.shape[:2]) < 2:
-            raise ValueError(f"image is too small in-plane: shape {image.shape}.")
-        volume = image if image.ndim == 3 else image[..., None]
-        x = torch.as_tensor(np.ascontiguousarray(volume, dtype=np.float32))[None]  # (1, H, W, D)
-        x = self.scale(x)
-        size = tuple(volume.shape[:2])
-        x = Resize((*self.task.spatial_size, -1), mode="bilinear")(x)
-        x = torch.as_tensor(x)[None].to(self.device)  # (1, 1, h, w, D)
+        data = {"image": MetaTensor(torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))[None])}
+        data = self.image_transforms(data)
+        x = data["image"].to(self.device)[None]
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.inferer(x, FlipAveraged(self.network, self.task.tta_flips))
-        probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0]  # (C, h, w, D)
-        probs = torch.as_tensor(Resize((*size, -1), mode="bilinear")(probs.cpu()))
-        labels = probs.argmax(0).to(torch.uint8)
-        if self.task.keep_largest_component:
-            labels = keep_largest_lesion(labels)
-        labels = np.asarray(labels)
-        probs_np = probs.numpy().astype(np.float32, copy=False)
-        if image.ndim == 2:
-            return labels[..., 0], probs_np[..., 0]
-        return labels, probs_np
+            pred = self.inferer(x, self.network)
+        data["pred"] = pred[0].float().cpu()
+        data["image"] = data["image"].cpu()
+        data = self.score_transforms(data)
+        probabilities = np.asarray(torch.as_tensor(data["pred"]), dtype=np.float32)
+        labels = np.asarray(torch.as_tensor(self.label_transforms(data)["pred"]))[0].astype(np.uint8)
+        if labels.shape != image.shape:
+            raise RuntimeError(f"the inference pipeline returned labels of shape {labels.shape} for {image.shape}.")
+        return labels, probabilities

@@ -30,8 +30,7 @@ import torch
 from bundle.data.synthetic import make_synthetic_volume
 from bundle.io import discover_cases, load_case
 from bundle.predictor import Predictor
-from bundle.segmenter import SliceSegmenter, load_network
-from bundle.tasks import get_task
+from bundle.segmenter import Segmenter
 
 
 def _write_volumes(folder: Path, cases: int, size: int, slices: int) -> None:
@@ -40,7 +39,7 @@ def _write_volumes(folder: Path, cases: int, size: int, slices: int) -> None:
         nib.save(nib.Nifti1Image(image, np.eye(4)), folder / f"SYN_{i:03d}_image.nii.gz")
 
 
-def _network_only(segmenter: SliceSegmenter, folder: Path, channel_index: int) -> tuple[int, float]:
+def _network_only(segmenter: Segmenter, folder: Path, channel_index: int) -> tuple[int, float]:
     slices, seconds = 0, 0.0
     for case in discover_cases(folder):
         image = load_case(case, channel_index).image
@@ -60,7 +59,7 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _measure(segmenter: SliceSegmenter, args: argparse.Namespace, channel_index: int) -> dict:
+def _measure(segmenter: Segmenter, args: argparse.Namespace, channel_index: int) -> dict:
     """Alternate network-only and end-to-end rounds on the same generated folder; keep each one's best time."""
     result = {"net": float("inf"), "e2e": float("inf"), "failed": []}
     with tempfile.TemporaryDirectory(prefix="lmnet_bench_") as tmp:
@@ -95,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    task = get_task("lgg")
-    segmenter = SliceSegmenter(load_network(args.weights, task.num_classes), task, args.device, args.batch_size)
-    r = _measure(segmenter, args, task.channel_index)
+    # the LGG inference config's pipeline; random weights unless --weights
+    overrides = {"sw_batch_size": args.batch_size, **({} if args.weights else {"ckpt_path": None})}
+    predictor = Predictor.from_bundle(".", "lgg", args.device, args.weights, overrides)
+    segmenter = predictor.segmenter
+    r = _measure(segmenter, args, predictor.channel_index)
     net_rate, e2e_rate = r["slices"] / r["net"], r["slices"] / r["e2e"]
     print(f"# {args.cases} volumes of {args.size} x {args.size} x {args.slices} (uint8 NIfTI, 3 channels), "
           f"LM-Net ({'weights ' + args.weights if args.weights else 'random weights'}), device {segmenter.device}, "

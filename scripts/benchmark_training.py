@@ -1,81 +1,101 @@
-"""Time one LM-Net training step (forward, weighted CE + Dice loss, backward, AdamW) on CPU under the settings that
-decide CPU training speed: input size, batch, memory format, bfloat16 autocast. Prints a markdown table.
+"""Time one training step of LM-Net as `configs/train.json` runs it, beside MONAI's UNet and BasicUNet, and beside
+LM-Net at an earlier git revision; prints a markdown table.
 
-    python -m scripts.benchmark_training            # all settings (about 2 minutes on 2 cores)
-    python -m scripts.benchmark_training --threads 2 --repeats 3
+    python -m scripts.benchmark_training                          # 128 x 128, batch 16, 2 threads
+    python -m scripts.benchmark_training --baseline-rev 4bd8c12   # adds LM-Net as that commit trains it
 
-ms/image is the median step time divided by the batch. The network, loss and optimizer are those `configs/train.json`
-defines (parsed from it), so the step is the one training runs.
+A step is one iteration of the config's trainer (`bundle.training_benchmark`): the batch as the data loader gives
+it, forward, loss, backward, AdamW, and the per-iteration handlers. Every measurement runs in a fresh process, in
+`--rounds` rounds that alternate the networks (so slow drift of a shared machine hits all of them); the table shows
+the median over all timed steps. Timings on a busy machine are noisy: compare the ratios of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-import torch
-from monai.bundle import ConfigParser
+from bundle.benchmark import REFERENCE_NETWORKS, count_parameters, network_from_def
 
 logger = logging.getLogger("benchmark_training")
 
-TRAIN_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train.json"
-
-SETTINGS = [  # (size, batch, channels_last, bf16 autocast)
-    (256, 8, False, False),
-    (256, 8, True, False),
-    (128, 16, False, False),
-    (128, 16, True, False),
-    (128, 32, True, False),
-    (128, 16, True, True),
-]
+ROOT = Path(__file__).resolve().parents[1]
+STEP_SCRIPT = ROOT / "bundle" / "training_benchmark.py"
+PEERS = ("unet", "basicunet")
 
 
-def step_ms(size: int, batch: int, channels_last: bool, bf16: bool, repeats: int) -> float:
-    """Median milliseconds of one training step on a random batch (1 channel, ``size`` x ``size``)."""
-    torch.manual_seed(0)
-    parser = ConfigParser()
-    parser.read_config(str(TRAIN_CONFIG))
-    # train.json's own network_def / loss / optimizer; only the device and the memory format are set here
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    parser["network"] = f"$@network_def.to('cpu', memory_format={memory_format})"
-    net = parser.get_parsed_content("network")
-    optimizer = parser.get_parsed_content("optimizer")
-    loss_fn = parser.get_parsed_content("loss")
-    x = torch.randn(batch, 1, size, size)
-    y = (torch.rand(batch, 1, size, size) > 0.9).float()
-    times = []
-    for i in range(repeats + 1):  # the first step warms up
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net(x)
-        loss_fn(logits.float(), y).backward()
-        optimizer.step()
-        if i:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _run_step(bundle_root: Path, network_def: dict | None, args: argparse.Namespace) -> list[float]:
+    """Step times (ms) from a fresh process timing ``bundle_root``'s training config."""
+    kwargs = {"bundle_root": str(bundle_root), "network_def": network_def, "batch": args.batch, "size": args.size,
+              "repeats": args.repeats, "warmup": 2, "threads": args.threads}
+    # run_path: the script's folder (bundle/) must not land on sys.path, where its modules would shadow others
+    code = f"import runpy, sys; sys.argv = ['step', {json.dumps(kwargs)!r}]; runpy.run_path({str(STEP_SCRIPT)!r}, " \
+           "run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"timing {network_def or 'LM-Net'} at {bundle_root} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["ms"]
+
+
+def _worktree(rev: str, folder: Path) -> Path:
+    """A detached checkout of ``rev`` in ``folder`` (git worktree)."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
+                   capture_output=True)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128, help="square slice side (default 128)")
+    parser.add_argument("--batch", type=int, default=16, help="slices per step (default 16)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (after 2 untimed)")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per network, alternating")
+    parser.add_argument("--baseline-rev", help="also time LM-Net as this git revision trains it")
+    parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's networks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    lines = ["| input | batch | memory format | autocast | ms/step | ms/image | images/s |", "|" + " --- |" * 7]
-    for size, batch, channels_last, bf16 in SETTINGS:
-        ms = step_ms(size, batch, channels_last, bf16, args.repeats)
-        lines.append(
-            f"| {size} x {size} | {batch} | {'channels_last' if channels_last else 'contiguous'} | "
-            f"{'bfloat16' if bf16 else 'off'} | {ms:.0f} | {ms / batch:.1f} | {1e3 * batch / ms:.1f} |"
-        )
-        logger.info(lines[-1])
-    print(f"LM-Net training step, CPU, {args.threads} threads, median of {args.repeats}\n" + "\n".join(lines))
+
+    rows: list[tuple[str, str, Path, dict | None]] = [("LM-Net", "working tree", ROOT, None)]
+    with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+        if args.baseline_rev:
+            rows.append(("LM-Net", args.baseline_rev, _worktree(args.baseline_rev, Path(tmp) / "tree"), None))
+        if not args.lmnet_only:
+            for key in PEERS:
+                label, config = REFERENCE_NETWORKS[key]
+                rows.append((label, "working tree", ROOT, {**config, "spatial_dims": 2, "in_channels": 1,
+                                                           "out_channels": 2}))
+        times: dict[int, list[float]] = {i: [] for i in range(len(rows))}
+        try:
+            for r in range(args.rounds):
+                for i, (label, rev, root, net) in enumerate(rows):
+                    times[i] += _run_step(root, net, args)
+                    logger.info("round %d, %s (%s): %.0f ms/step", r + 1, label, rev, statistics.median(times[i]))
+        finally:
+            if args.baseline_rev:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp) / "tree")],
+                               check=False, capture_output=True)
+
+    from bundle.networks import LMNet
+
+    reference = statistics.median(times[0])
+    lines = [f"Training step, {args.size} x {args.size}, batch {args.batch}, CPU, {args.threads} threads; median of "
+             f"{args.rounds} x {args.repeats} steps",
+             "| network | code | params (M) | ms/step | ms/image | images/s | step time / LM-Net's (working tree) |",
+             "|" + " --- |" * 7]
+    for i, (label, rev, _, net) in enumerate(rows):
+        params = count_parameters(network_from_def(net) if net else LMNet()) / 1e6
+        ms = statistics.median(times[i])
+        lines.append(f"| {label} | {rev} | {params:.2f} | {ms:.0f} | {ms / args.batch:.1f} | "
+                     f"{1e3 * args.batch / ms:.1f} | {ms / reference:.2f} |")
+    print("\n".join(lines))
     return 0
 
 

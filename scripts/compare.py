@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         settings)
         run_inference(args.task, cases, dataset_dir, Path(trained["ckpt"]), out / "pred",
                       extra_configs=(str(out / "network.json"),))
-        rows = evaluate(cases, dataset_dir, out / "pred")
-        summary = write_report(rows, out)  # metrics.csv, summary.json / .md beside the network's predictions
+        rows, slice_rows = evaluate(cases, dataset_dir, out / "pred")
+        summary = write_report(rows, out, slice_rows)  # metrics.csv, summary.json / .md beside the predictions
         results[name] = {**trained, **cost(name, spatial_size, args.threads), "summary": summary}
         logger.info("%s done: %s", name, {k: v for k, v in results[name].items() if k != "summary"})
     text = table(args.task, results, args.threads)

@@ -23,9 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bundle.config import bundle_parser  # noqa: E402
 from bundle.io import discover_cases, load_case  # noqa: E402
-from bundle.tasks import get_task  # noqa: E402
 from scripts.reproduce_results import prediction_path, read_label, split_file_of  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("make_figures")
 
@@ -84,7 +86,7 @@ def _read_image(path: Path, channel_index: int) -> np.ndarray:
 
 def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path, output: Path, count: int) -> None:
     """Rows of image | ground truth | prediction for ``count`` test cases (the largest-lesion slice of a volume)."""
-    settings = get_task(task)
+    channel_index = bundle_parser(ROOT, task, "inference").get_parsed_content("channel_index")
     cases = json.loads(split_file.read_text())["test"]
     chosen = []
     for case in cases:
@@ -95,7 +97,7 @@ def plot_examples(task: str, dataset_dir: Path, split_file: Path, pred_dir: Path
             break
     fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
     for row, (case, gt) in enumerate(chosen):
-        image = _read_image(dataset_dir / case["image"], settings.channel_index)
+        image = _read_image(dataset_dir / case["image"], channel_index)
         pred = read_label(prediction_path(pred_dir, Path(case["image"]).name)) > 0
         if not image.shape == gt.shape == pred.shape:
             raise ValueError(f"{case['image']}: image {image.shape}, label {gt.shape} and prediction {pred.shape} "

@@ -5,6 +5,12 @@ Usage (from the repository root):
                               [--formats nifti,dicom-seg,png] [--save-probabilities] [--quiet]
     python -m scripts.predict --input IN --output OUT --num-parts 8 --part-id 3   # one of 8 cluster jobs
     python -m scripts.predict --output OUT --merge-manifests                     # after all parts finished
+    python -m scripts.predict --input IN --output OUT --tta_flips "[]" --roi_size "[256,256]"  # inference settings
+
+The named settings of the inference config (``--roi_size``, ``--tta_flips``, ``--intensity_percentiles``,
+``--keep_largest_component``, ``--min_lesion_size``, ``--channel_index``, ``--sw_batch_size``, ...) and any other
+config id (``--set ID=VALUE``) are read as ``monai.bundle run`` reads them and change the predictor exactly as they
+change ``monai.bundle run --config_file configs/inference.json``.
 
 Writes per case a label map on the source grid, a DICOM SEG for DICOM input, PNG overlays, and manifest.csv /
 manifest.json (one row per case, with the reason of each failure) plus arguments.json. Exit code 0 when every case
@@ -16,11 +22,18 @@ from __future__ import annotations
 import argparse
 import logging
 
+from fire.parser import DefaultParseValue
+
 from bundle.io import FORMATS, merge_manifests
 from bundle.predictor import Predictor
 from bundle.tasks import TASKS
 
 logger = logging.getLogger("scripts.predict")
+
+# the inference config's named settings, as command-line flags of the same name (values parsed as monai.bundle run
+# parses them: python-fire)
+CONFIG_SETTINGS = ("roi_size", "sw_batch_size", "tta_flips", "intensity_percentiles", "keep_largest_component",
+                   "min_lesion_size", "channel_index", "context_slices", "amp")
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -39,11 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bundle-root", default=".", help="bundle folder holding the weights (default .)")
     parser.add_argument("--weights", default=None, help="weights file (default: the task's file in the bundle)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default 16)")
     parser.add_argument("--formats", type=_formats, default=FORMATS, help="outputs (default nifti,dicom-seg,png)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write class probabilities")
     parser.add_argument("--overlay-slices", type=int, default=3, help="PNG overlays per volume (default 3)")
-    parser.add_argument("--channel-index", type=int, default=None, help="channel of 4D volumes (default: task's)")
     parser.add_argument("--continue", dest="continue_prediction", action="store_true",
                         help="skip cases a previous run finished for the same input and settings")
     parser.add_argument("--num-parts", type=int, default=1, help="split the cases into this many parts")
@@ -51,7 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--merge-manifests", action="store_true", help="join the part manifests in --output")
     parser.add_argument("--num-readers", type=int, default=2, help="reader threads (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    config = parser.add_argument_group("inference config settings (default: the task's configs)")
+    for name in CONFIG_SETTINGS:
+        config.add_argument(f"--{name}", dest=f"config:{name}", type=DefaultParseValue, metavar="VALUE")
+    config.add_argument("--set", action="append", default=[], metavar="ID=VALUE", dest="config_set",
+                        help="any other config id, e.g. --set sw_batch_size=8")
     return parser
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The config settings given on the command line, ``{config id: value}``.
+
+    Raises:
+        ValueError: a ``--set`` item without ``=``.
+    """
+    overrides = {name: getattr(args, f"config:{name}") for name in CONFIG_SETTINGS
+                 if getattr(args, f"config:{name}") is not None}
+    for item in args.config_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected ID=VALUE.")
+        overrides[key] = DefaultParseValue(value)
+    return overrides
 
 
 def _merge(output: str) -> int:
@@ -76,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                 "overlay_slices": args.overlay_slices, "continue_prediction": args.continue_prediction,
                 "num_parts": args.num_parts, "part_id": args.part_id, "num_readers": args.num_readers,
                 "quiet": args.quiet}
-    if args.channel_index is not None:
-        settings["channel_index"] = args.channel_index
     try:
-        predictor = Predictor.from_bundle(args.bundle_root, args.task, args.device, args.batch_size, args.weights,
-                                          **settings)
+        predictor = Predictor.from_bundle(args.bundle_root, args.task, args.device, args.weights,
+                                          config_overrides(args), **settings)
         records = predictor.predict_files(args.input, args.output)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         logger.error("%s", err)

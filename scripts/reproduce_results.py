@@ -32,7 +32,7 @@ import numpy as np
 
 from bundle.data.datalist import strip_image_suffix
 from bundle.handlers import SegmentationReport, write_report
-from bundle.metrics import case_metrics
+from bundle.metrics import case_metrics, slice_metrics
 from bundle.tasks import TASKS, config_files, get_task
 
 logger = logging.getLogger("reproduce_results")
@@ -119,9 +119,10 @@ def run_inference(
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def evaluate(cases: list[dict], dataset_dir: Path, pred_dir: Path) -> list[dict]:
-    """Per-case metrics of the predictions in ``pred_dir`` against the original labels (pixel units)."""
-    rows = []
+def evaluate(cases: list[dict], dataset_dir: Path, pred_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Per-case metrics of the predictions in ``pred_dir`` against the original labels (pixel units), and the
+    per-slice metrics of the volumes among them (the paper's unit; empty for 2D images)."""
+    rows, slice_rows = [], []
     for case in cases:
         image_name = Path(case["image"]).name
         pred_path = prediction_path(pred_dir, image_name)
@@ -132,7 +133,9 @@ def evaluate(cases: list[dict], dataset_dir: Path, pred_dir: Path) -> list[dict]
         row = {"case": case.get("case_id", strip_image_suffix(image_name))}
         row.update(case_metrics(pred, gt))
         rows.append(row)
-    return rows
+        if gt.ndim == 3:
+            slice_rows += [{"case": row["case"], "slice": z, **m} for z, m in enumerate(slice_metrics(pred, gt))]
+    return rows, slice_rows
 
 
 def compare(summary: dict, reference: dict) -> list[str]:
@@ -184,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--record / --check compare the shipped weights on the test split with default settings only.")
     pred_dir = output / "pred"
     run_inference(args.task, cases, args.dataset_dir, weights, pred_dir, overrides=overrides)
-    rows = evaluate(cases, args.dataset_dir, pred_dir)
-    summary = write_report(rows, output)
+    rows, slice_rows = evaluate(cases, args.dataset_dir, pred_dir)
+    summary = write_report(rows, output, slice_rows)
     print(f"{args.task}: {len(rows)} {args.split} cases, weights {weights.name}, outputs in {output}\n"
           f"{SegmentationReport.table(summary, len(rows))}")
 

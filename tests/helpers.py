@@ -23,3 +23,19 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def config_segmenter(network: nn.Module, task: str = "lgg", **overrides):
+    """A :class:`bundle.segmenter.Segmenter` with the pipeline of the bundle's inference config for ``task`` (plus
+    ``overrides``: config id -> value) around a copy of ``network`` as it is (no weights loaded; the copy is
+    re-parameterized by the segmenter when it is an LM-Net)."""
+    import copy
+
+    from bundle.config import bundle_parser
+    from bundle.segmenter import Segmenter
+    from tests.conftest import ROOT
+
+    parser = bundle_parser(ROOT, task, "inference", {"device": "$torch.device('cpu')", **overrides})
+    pieces = {name: parser.get_parsed_content(name) for name in
+              ("image_transforms", "inferer", "score_transforms", "label_transforms")}
+    return Segmenter(copy.deepcopy(network), None, device="cpu", amp=False, **pieces)

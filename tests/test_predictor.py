@@ -37,7 +37,7 @@ class CountingSegmenter:
 
     def __init__(self) -> None:
         self.inner, self.calls = small_segmenter(), 0
-        self.task = self.inner.task
+        self.class_names = self.inner.class_names
 
     def __call__(self, image):
         self.calls += 1

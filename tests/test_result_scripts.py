@@ -13,10 +13,11 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from bundle.metrics import summarize
+from bundle.metrics import case_metrics, slice_metrics, summarize
 from bundle.settings import as_bool
 from bundle.transforms import SaveLabeld
 from scripts import benchmark_training, compare, make_figures, reproduce_results
+from tests.conftest import ROOT
 
 
 def test_epoch_seconds_reads_only_the_trainer_lines():
@@ -102,10 +103,13 @@ def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
         writer({"pred": label})
     cases = [{"image": "benign/benign_1.png", "label": "benign/benign_1_mask.png", "case_id": "benign_1"},
              {"image": "p1_image.nii.gz", "label": "p1_label.nii.gz", "case_id": "p1"}]
-    rows = reproduce_results.evaluate(cases, data, pred)
+    rows, slice_rows = reproduce_results.evaluate(cases, data, pred)
     assert rows[0]["case"] == "benign_1" and rows[0]["dice"] == pytest.approx(2 * 100 / (200 + 100))
     assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == pytest.approx(0.5)
     assert rows[1]["dice"] == pytest.approx(2 * 36 / (72 + 36)) and rows[1]["precision"] == 1.0
+    # the volume's 5 slices, the paper's unit: empty ones (0 and 4) score lesion Dice 1, the others 2 * 12 / 36
+    assert [(r["case"], r["slice"]) for r in slice_rows] == [("p1", z) for z in range(5)]
+    assert [r["dice"] for r in slice_rows] == pytest.approx([1.0, 2 / 3, 2 / 3, 2 / 3, 1.0])
     with pytest.raises(FileNotFoundError, match="no prediction"):
         reproduce_results.evaluate([{"image": "p2_image.nii.gz", "label": "p1_label.nii.gz"}], data, pred)
 
@@ -167,5 +171,48 @@ def test_example_figure_from_a_volume_and_its_prediction(tmp_path):
         make_figures.plot_examples("lgg", data, split, pred, out, count=2)
 
 
-def test_training_step_benchmark_runs_the_train_config_step():
-    assert benchmark_training.step_ms(32, 2, channels_last=True, bf16=False, repeats=1) > 0
+def test_training_step_benchmark_times_the_train_config_trainer(one_torch_thread):
+    from bundle.benchmark import REFERENCE_NETWORKS
+    from bundle.training_benchmark import time_training_step
+
+    times = time_training_step(ROOT, batch=2, size=32, repeats=2, warmup=1, threads=1)
+    assert len(times) == 2 and min(times) > 0
+    unet = {**REFERENCE_NETWORKS["basicunet"][1], "spatial_dims": 2, "in_channels": 1, "out_channels": 2}
+    assert len(time_training_step(ROOT, network_def=unet, batch=2, size=32, repeats=1, warmup=1, threads=1)) == 1
+    assert benchmark_training.STEP_SCRIPT.is_file()
+
+
+def test_summary_has_a_bootstrap_interval_and_per_slice_numbers(tmp_path):
+    from bundle.handlers import SegmentationReport, write_report
+    from bundle.metrics import bootstrap_interval
+
+    rows = [{"case": f"c{i}", **case_metrics(p, g)} for i, (p, g) in enumerate(_pairs())]
+    slices = [{"case": "c0", **m} for m in slice_metrics(*_pairs()[0])]
+    summary = write_report(rows, tmp_path, slices)
+    dice = [r["dice"] for r in rows]
+    assert (summary["dice/all"]["ci95_low"], summary["dice/all"]["ci95_high"]) == bootstrap_interval(dice)
+    assert summary["dice/all"]["ci95_low"] <= summary["dice/all"]["mean"] <= summary["dice/all"]["ci95_high"]
+    assert summary["mdice/slices"]["n"] == len(slices)
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    table = SegmentationReport.table(summary, len(rows))
+    assert "95% CI" in table and "mdice per 2D slice" in table
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_cases():
+    from bundle.metrics import bootstrap_interval
+
+    few = bootstrap_interval([0.2, 0.9, 0.5])
+    assert few == bootstrap_interval([0.2, 0.9, 0.5]) and few[0] < 0.5333 < few[1]
+    many = bootstrap_interval([0.2, 0.9, 0.5] * 30)
+    assert many[1] - many[0] < few[1] - few[0]
+    assert all(math.isnan(v) for v in bootstrap_interval([]))
+
+
+def _pairs():
+    pairs = []
+    for shift in range(4):
+        g = np.zeros((12, 12, 4), np.uint8)
+        g[3:8, 3:8, 1:3] = 1
+        p = np.roll(g, shift, axis=0)
+        pairs.append((p, g))
+    return pairs

@@ -16,9 +16,17 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from bundle.checkpoints import METADATA_KEY, record_weights, recorded_digests, sha256_file, verify_weights
+from bundle.checkpoints import (
+    METADATA_KEY,
+    load_weights,
+    record_weights,
+    recorded_digests,
+    sha256_file,
+    verify_weights,
+)
+from bundle.config import bundle_parser
 from bundle.networks import LMNet
-from bundle.segmenter import SliceSegmenter, load_network
+from bundle.segmenter import Segmenter
 from bundle.tasks import TASKS
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -58,9 +66,9 @@ def test_recorded_weights_verify_and_tampering_is_refused(bundle_copy):
     with pytest.raises(ValueError, match=r"model\.pt is corrupt or was replaced"):
         verify_weights(weights, bundle_copy)
     with pytest.raises(ValueError, match="corrupt"):
-        SliceSegmenter.from_bundle(bundle_copy, "lgg", device="cpu")
+        Segmenter.from_bundle(bundle_copy, "lgg", device="cpu")
     with pytest.raises(ValueError, match="corrupt"):  # the bundle is found from the file's own location
-        load_network(weights)
+        load_weights(LMNet(2, 1, 2), weights)
 
 
 def test_unlisted_and_missing_weights(bundle_copy, tmp_path):
@@ -90,6 +98,10 @@ def test_inference_config_refuses_a_replaced_shipped_file(bundle_copy):
     assert any("corrupt or was replaced" in message for message in chain), chain
 
 
+def _task_of(relative: str) -> str:
+    return next(task.name for task in TASKS.values() if task.weights == relative)
+
+
 def test_every_recorded_weights_file_is_shipped_and_matches():
     digests = recorded_digests(ROOT)
     for task in TASKS.values():
@@ -99,7 +111,8 @@ def test_every_recorded_weights_file_is_shipped_and_matches():
         path = ROOT / relative
         assert path.is_file(), f"configs/metadata.json records {relative}, which is missing"
         assert sha256_file(path) == digest, f"{relative} does not match its recorded sha256"
-        load_network(path)  # strict: every key of the default LMNet, nothing else
+        network = bundle_parser(ROOT, _task_of(relative), "inference").get_parsed_content("network_def")
+        load_weights(network, path)  # strict: every key of the task's network, nothing else
 
 
 @pytest.mark.parametrize("task", ["lgg", "busi"])

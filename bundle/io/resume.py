@@ -35,10 +35,12 @@ def check_output_location(inputs: Sequence[Path], output_dir: Path) -> None:
                              "written next to the inputs; choose another folder.")
 
 
-def settings_fingerprint(case: Case, output: OutputSettings, channel_index: int) -> str:
-    """The input files' fingerprint plus the settings that change the outputs: a "done" record counts for
-    ``--continue`` only when both match."""
-    settings = json.dumps({**asdict(output), "channel_index": channel_index}, sort_keys=True)
+def settings_fingerprint(case: Case, output: OutputSettings, channel_index: int, model: dict | None = None) -> str:
+    """The input files' fingerprint plus everything that changes the outputs (output settings, channel, and
+    ``model``: the weights' SHA-256 and the resolved inference settings): a "done" record counts for
+    ``--continue`` only when all match."""
+    settings = json.dumps({**asdict(output), "channel_index": channel_index, "model": model or {}}, sort_keys=True,
+                          default=str)
     return hashlib.sha1(f"{input_fingerprint(case)}|{settings}".encode()).hexdigest()
 
 

@@ -15,13 +15,11 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from ..checkpoints import read_state_dict, save_weights
 from ..device import use_amp
 from ..fileio import atomic_path
-from ..networks import LMNet
-from ..tasks import get_task
 from .spec import ModelSpec
 
 __all__ = ["fine_tune"]
@@ -105,8 +103,11 @@ def fine_tune(
     best = run_dir / "checkpoints" / "model.pt"
     source = best if best.is_file() else run_dir / "checkpoints" / "model_final.pt"
     state = read_state_dict(source)
-    # strict: what is published must load into the network that inference builds
-    LMNet(spatial_dims=2, in_channels=1, out_channels=get_task(spec.task).num_classes).load_state_dict(state)
+    # strict: what is published must load into the network that inference builds (the inference config's)
+    inference = ConfigParser()
+    inference.read_config([str(p) for p in spec.inference_configs])
+    inference["bundle_root"] = str(spec.bundle_root)
+    inference.get_parsed_content("network_def").load_state_dict(state)
     save_weights(state, spec.finetuned)
     stats = {
         "model": spec.name,

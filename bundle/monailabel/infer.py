@@ -28,8 +28,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
-from ..segmenter import load_network
-from ..tasks import get_task
+from ..segmenter import deployed_network
 from ..transforms import SaveLabeld
 from .spec import ModelSpec
 
@@ -67,7 +66,6 @@ class LMNetInferTask(BasicInferTask):
 
     def __init__(self, spec: ModelSpec, preload: bool = False) -> None:
         self.spec = spec
-        self.num_classes = get_task(spec.task).num_classes
         self._parser = ConfigParser()
         self._parser.read_config([str(p) for p in spec.inference_configs])
         self._parser["bundle_root"] = str(spec.bundle_root)
@@ -115,7 +113,9 @@ class LMNetInferTask(BasicInferTask):
         cached = self._networks.get(device)
         if cached and cached[1] == mtime and cached[2] == path:
             return cached[0]
-        network = load_network(path, self.num_classes).to(torch.device(device)).eval()
+        # a new network from the config's network_def for every weights file, loaded strictly and re-parameterized
+        network = deployed_network(self._parser.get_parsed_content("network_def", lazy=False), path,
+                                   torch.device(device))
         logger.info("%s: serving weights %s on %s", self.spec.name, path, device)
         self._networks[device] = (network, mtime, path)
         return network

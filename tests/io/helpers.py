@@ -15,8 +15,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from bundle.networks import LMNet, reparameterize_model
-from bundle.segmenter import SliceSegmenter
-from bundle.tasks import TaskSettings
+from bundle.segmenter import Segmenter
+from tests.helpers import config_segmenter
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 PATIENT = {"PatientName": "Test^Patient", "PatientID": "LMNET-0001", "PatientBirthDate": "19700101",
@@ -24,8 +24,9 @@ PATIENT = {"PatientName": "Test^Patient", "PatientID": "LMNET-0001", "PatientBir
            "StudyTime": "101112", "ReferringPhysicianName": "Doc^Tor"}
 
 
-def small_segmenter(size: int = 32, seed: int = 0) -> SliceSegmenter:
-    """The bundle's SliceSegmenter around a small, real, randomly initialised LMNet (fast on a CPU)."""
+def small_segmenter(size: int = 32, seed: int = 0) -> Segmenter:
+    """The LGG inference config's pipeline (network input ``size`` x ``size``, no flips, no post-processing) around
+    a small, real, randomly initialised LMNet (fast on a CPU)."""
     torch.manual_seed(seed)
     net = LMNet(spatial_dims=2, in_channels=1, out_channels=2, features=(8, 16, 16, 32, 32), lft_heads=2,
                 gft_heads=8)
@@ -34,8 +35,7 @@ def small_segmenter(size: int = 32, seed: int = 0) -> SliceSegmenter:
         x = torch.as_tensor(phantom((size, size), seed).astype(np.float32) / 600.0)[None, None]
         logits = net(x)
         net.head.bias[1] -= (logits[0, 1] - logits[0, 0]).median()
-    task = TaskSettings(name="test", description="tests", spatial_size=(size, size))
-    return SliceSegmenter(net, task, device="cpu", batch_size=8)
+    return config_segmenter(net, roi_size=[size, size], tta_flips=[], keep_largest_component=False, sw_batch_size=8)
 
 
 def rotation(a: float, b: float, c: float) -> np.ndarray:
