@@ -163,6 +163,23 @@ def _geometry_2d(ipp: np.ndarray | None, iop: np.ndarray | None, spacing: np.nda
     return Geometry(affine, (float(spacing[0]), float(spacing[1])), spacing_known=known)
 
 
+def _syntax_problem(ds: pydicom.Dataset) -> str:
+    """For a compressed transfer syntax, which one it is and whether this installation can decode it."""
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if not syntax or not syntax.is_compressed:
+        return ""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return f": transfer syntax {syntax.name} ({syntax}) is not supported (no decoder exists for it here)"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        return f": transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed ({missing})"
+    return f" (transfer syntax {syntax.name})"
+
+
 def read_dicom_series(paths: tuple[Path, ...] | list[Path]) -> tuple[np.ndarray, Geometry, DicomSource]:
     """Read a series: float32 (rows, cols) for a single frame, or (rows, cols, slices) ordered along the normal.
 
@@ -190,7 +207,8 @@ def read_dicom_series(paths: tuple[Path, ...] | list[Path]) -> tuple[np.ndarray,
         try:
             pixels = ds.pixel_array
         except Exception as err:  # missing decoder, truncated pixel data, ...
-            raise CaseError(path, f"cannot decode the pixel data ({type(err).__name__}: {err})") from err
+            raise CaseError(path, f"cannot decode the pixel data{_syntax_problem(ds)} ({type(err).__name__}: {err})"
+                            ) from err
         for f in range(int(ds.get("NumberOfFrames", 1) or 1)):
             slices[position[ref_index]] = _frame_pixels(ds, pixels, f)
             ref_index += 1

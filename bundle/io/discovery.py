@@ -104,18 +104,27 @@ def _read_dicom_header(path: Path) -> pydicom.Dataset | None:
 
 
 def _walk(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """All non-hidden files under ``paths`` (folders recursively), resolved, de-duplicated, sorted; and the
-    topmost folders that hold no file at all (an empty export is worth reporting)."""
+    """All non-hidden files under ``paths`` (folders recursively, symbolic links followed, each real folder once),
+    as absolute paths *as given* (a link keeps its own name and place, so outputs are named after it),
+    de-duplicated, sorted; and the topmost folders that hold no file at all (an empty export is worth reporting).
+    Dangling links are files too (their case fails with the reason)."""
     files: set[Path] = set()
     folders: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path):
+            seen: set[Path] = set()
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+                real = Path(dirpath).resolve()
+                if real in seen:  # a link back to a folder already walked: a cycle or a second route
+                    dirnames[:] = []
+                    continue
+                seen.add(real)
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                folders.add(Path(dirpath).resolve())
-                files.update(Path(dirpath, f).resolve() for f in filenames if not f.startswith("."))
-        elif path.is_file():
-            files.add(path.resolve())
+                here = os.path.abspath(dirpath)
+                folders.add(Path(here))
+                files.update(Path(here, f) for f in filenames if not f.startswith("."))
+        elif path.is_file() or path.is_symlink():
+            files.add(Path(os.path.abspath(path)))
         else:
             raise FileNotFoundError(f"input {path} does not exist (expected a folder or a file).")
     holding = {parent for f in files for parent in f.parents}
@@ -124,7 +133,7 @@ def _walk(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def _input_root(paths: Sequence[Path]) -> Path:
-    folders = [p.resolve() if p.is_dir() else p.resolve().parent for p in paths]
+    folders = [Path(os.path.abspath(p)) if p.is_dir() else Path(os.path.abspath(p)).parent for p in paths]
     return Path(os.path.commonpath([str(f) for f in folders]))
 
 
@@ -146,6 +155,8 @@ def _dicom_case(uid: str, files: list[Path], headers: list[pydicom.Dataset], roo
 def _classify(path: Path, root: Path, series: dict[str, tuple[list[Path], list[pydicom.Dataset]]]) -> Case | None:
     """A case for a non-DICOM file, a broken or odd DICOM file, or ``None`` after adding ``path`` to ``series``."""
     kind = case_kind_of_suffix(path)
+    if path.is_symlink() and not path.exists():
+        return _file_case(path, root, kind or "dicom", error=f"dangling symbolic link to {os.readlink(path)}")
     if kind is not None:
         return _file_case(path, root, kind)
     if path.name.lower().endswith(COMPANION_SUFFIXES):

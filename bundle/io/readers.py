@@ -23,6 +23,7 @@ from .geometry import Geometry, itk_affine
 __all__ = ["LoadedCase", "load_case", "select_channel"]
 
 _GRAY_MODES = {"L", "I", "I;16", "I;16B", "I;16L", "F", "1"}
+MAX_VOXELS = 1 << 28  # 268 M voxels (1 GiB as float32): larger inputs are refused before their data are read
 
 
 @dataclass
@@ -55,6 +56,12 @@ def select_channel(shape: tuple[int, ...], channel_index: int, path: Path) -> tu
                           f"with channels last (H, W, D, C); found shape {shape}")
 
 
+def _check_size(path: Path, shape: tuple[int, ...]) -> None:
+    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
+        raise CaseError(path, f"too large: shape {shape} holds more than {MAX_VOXELS} voxels; crop or downsample it "
+                              "first (the network sees every slice resized to its input size anyway)")
+
+
 def _read_nifti(path: Path, channel_index: int) -> tuple[np.ndarray, Geometry]:
     try:
         img = nib.load(path)
@@ -65,6 +72,12 @@ def _read_nifti(path: Path, channel_index: int) -> tuple[np.ndarray, Geometry]:
         shape = (*shape[:3], shape[4])
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
+    _check_size(path, shape)
+    time_unit = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "unknown"
+    if len(shape) == 4 and len(img.shape) == 4 and time_unit != "unknown":
+        step = float(img.header.get_zooms()[3])
+        raise CaseError(path, f"4D NIfTI with a time axis ({shape[3]} time points, {step:g} {time_unit} apart): "
+                              "expected one 3D volume (channels on a 4th axis carry no time unit)")
     spatial = select_channel(shape, channel_index, path)
     try:
         if spatial is None:
