@@ -3,17 +3,16 @@ this bundle's own configs through ``python -m monai.bundle run``, exactly as a u
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import bundle_run_command
 from .data.synthetic import write_synthetic_busi, write_synthetic_lgg
 
 __all__ = ["DemoSettings", "run_demo", "bundle_run"]
@@ -22,13 +21,12 @@ logger = logging.getLogger(__name__)
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def bundle_run(config_files: Sequence[str], overrides: dict[str, object], log_file: Path) -> None:
-    """Run ``python -m monai.bundle run`` from the bundle root with ``config_files`` (relative to it) and
-    ``--key value`` overrides; output goes to ``log_file``. Raises ``RuntimeError`` with the log's tail on failure."""
-    config = config_files[0] if len(config_files) == 1 else json.dumps(list(config_files))
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(BUNDLE_ROOT)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
+def bundle_run(task: str, kind: str, overrides: dict[str, object], log_file: Path,
+               extra_configs: Sequence[str] = ()) -> None:
+    """Run ``python -m monai.bundle run`` (:func:`bundle.config.bundle_run_command`: the task's ``kind`` configs, then
+    ``extra_configs``, then ``--key value`` overrides) from the bundle root; output goes to ``log_file``. Raises
+    ``RuntimeError`` with the log's tail on failure."""
+    cmd = bundle_run_command(BUNDLE_ROOT, task, kind, {k: str(v) for k, v in overrides.items()}, extra_configs)
     logger.info("$ %s", shlex.join(["python", *cmd[1:]]))  # copy-pastable into a shell
     env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -80,12 +78,12 @@ def run_demo(settings: DemoSettings) -> dict[str, Path]:
     for folder in (train_dir, eval_dir, infer_dir):
         shutil.rmtree(folder, ignore_errors=True)
     logs = s.output_dir / "logs"
-    bundle_run(["configs/train.json"], {**common, "output_dir": train_dir, "max_epochs": s.epochs,
+    bundle_run("lgg", "train", {**common, "output_dir": train_dir, "max_epochs": s.epochs,
                "val_interval": min(5, s.epochs), "batch_size": 4, "num_samples": 4}, logs / "train.log")
     checkpoint = train_dir / "checkpoints" / "model.pt"
-    bundle_run(["configs/train.json", "configs/evaluate.json"],
-               {**common, "output_dir": eval_dir, "ckpt_path": checkpoint}, logs / "evaluate.log")
-    bundle_run(["configs/inference.json"], {"dataset_dir": inputs, "output_dir": infer_dir, "ckpt_path": checkpoint,
+    bundle_run("lgg", "train", {**common, "output_dir": eval_dir, "ckpt_path": checkpoint}, logs / "evaluate.log",
+               [str(BUNDLE_ROOT / "configs" / "evaluate.json")])
+    bundle_run("lgg", "inference", {"dataset_dir": inputs, "output_dir": infer_dir, "ckpt_path": checkpoint,
                "roi_size": common["roi_size"], "num_workers": 0}, logs / "inference.log")
     logger.info("demo finished in %.0f s", time.perf_counter() - start)
     return {"checkpoint": checkpoint, "metrics": eval_dir / "summary.md", "per_case": eval_dir / "metrics.csv",

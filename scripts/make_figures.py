@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bundle.config import bundle_parser  # noqa: E402
+from bundle.evaluation import prediction_path, read_label, split_file_of  # noqa: E402
 from bundle.io import discover_cases, load_case  # noqa: E402
-from scripts.reproduce_results import prediction_path, read_label, split_file_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

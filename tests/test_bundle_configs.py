@@ -18,8 +18,8 @@ from monai.transforms import Compose
 from PIL import Image
 
 from bundle.data.datalist import build_datalist, write_datalist
-from bundle.handlers import latest_checkpoint
 from bundle.networks import LMNet
+from bundle.training_state import latest_checkpoint
 from tests.conftest import ROOT, SHARED_DATA
 
 CONFIGS = ROOT / "configs"

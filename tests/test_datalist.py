@@ -12,7 +12,6 @@ from bundle.data.datalist import (
     build_datalist,
     detect_layout,
     find_cases,
-    list_images,
     load_datalist,
     select_splits,
     split_cases,
@@ -77,11 +76,18 @@ def test_load_datalist_builds_once_and_rebuilds_for_another_folder(synthetic_bus
     assert all(item["image"].endswith("_image.nii.gz") for item in rebuilt["training"])
 
 
-def test_list_images_skips_labels(synthetic_busi):
-    found = list_images(synthetic_busi)
+def test_inference_datalist_skips_labels_and_non_images(synthetic_busi, synthetic_lgg, tmp_path):
+    from bundle.io.discovery import datalist_of
+
+    found = datalist_of(synthetic_busi)
     assert found and all("_mask" not in item["image"] for item in found)
-    with pytest.raises(ValueError, match="does not exist"):
-        list_images(synthetic_busi / "nope")
+    volumes = datalist_of(synthetic_lgg)
+    assert volumes and all(item["image"].endswith("_image.nii.gz") for item in volumes)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datalist_of(synthetic_busi / "nope")
+    (tmp_path / "notes.txt").write_text("no image")
+    with pytest.raises(ValueError, match="holds no image to segment"):
+        datalist_of(tmp_path)
 
 
 def test_select_splits_concatenates_in_order_and_names_unknown_splits(caplog):

@@ -13,10 +13,13 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
+from bundle.comparison import NETWORKS, ComparisonRun, epoch_seconds, table
+from bundle.config import bundle_parser
+from bundle.evaluation import compare_summaries, evaluate, parse_settings
 from bundle.metrics import case_metrics, slice_metrics, summarize
 from bundle.settings import as_bool
 from bundle.transforms import SaveLabeld
-from scripts import benchmark_training, compare, make_figures, reproduce_results
+from scripts import benchmark_training, make_figures
 from tests.conftest import ROOT
 
 
@@ -26,7 +29,7 @@ def test_epoch_seconds_reads_only_the_trainer_lines():
         "2026 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. Time taken: 00:00:40.000",
         "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 01:02:03.250",
     ])
-    assert compare.epoch_seconds(log) == [31.5, 3723.25]
+    assert epoch_seconds(log) == [31.5, 3723.25]
 
 
 def _flags(cmd: list[str]) -> dict[str, list]:
@@ -40,31 +43,41 @@ def _flags(cmd: list[str]) -> dict[str, list]:
     return flags
 
 
-def test_comparison_trains_with_the_recipe_and_bundle_args_replace_its_settings(tmp_path):
-    """Every network trains with the task's recipe, typed as the bundle reads it; ``--bundle-arg`` replaces a recipe
-    setting (once, not a second flag) or adds one, and a malformed one is refused by name."""
-    args = ("lgg", tmp_path / "network.json", tmp_path / "data", tmp_path / "split.json", tmp_path, 6, 3)
-    flags = _flags(compare.training_command(*args))
-    assert flags["lesion_weight"] == [1.0] and flags["crop_size"] == [[128, 128]]
+def test_comparison_trains_with_the_configs_recipe_and_bundle_args_replace_its_settings(tmp_path):
+    """Every network trains with the configs' recipe (only network_def and the schedule replaced), typed as the
+    bundle reads it; ``--bundle-arg`` replaces a setting (once, not a second flag) or adds one, and a malformed one
+    is refused by name. The plain UNet keeps its own recipe."""
+    run = ComparisonRun("basicunet", "lgg", tmp_path / "data", tmp_path / "split.json", tmp_path / "b")
+    flags = _flags(run.training_command(tmp_path / "run", 6, 3, 600))
     assert flags["resume"] == ["false"] and as_bool(flags["resume"][0], "resume") is False  # read as train.json does
-    assert flags["max_epochs"] == [6] and flags["val_interval"] == [3]
-    assert flags["config_file"] == [[*compare.RECIPES["lgg"]["configs"], str(tmp_path / "network.json")]]
-    changed = _flags(compare.training_command(*args, reproduce_results.bundle_args(
-        ["lesion_weight=4.0", "ema_decay=0.98", "lesion_weight=2"])))
-    assert changed["lesion_weight"] == [2] and changed["ema_decay"] == [0.98]
-    assert {k: v for k, v in changed.items() if k not in ("lesion_weight", "ema_decay")} == {
-        k: v for k, v in flags.items() if k != "lesion_weight"}
+    assert flags["max_epochs"] == [6] and flags["val_interval"] == [3] and flags["time_budget_s"] == [600]
+    assert flags["config_file"] == [[str(ROOT / "configs" / "train.json"), str(tmp_path / "b" / "network.json")]]
+    assert "lesion_weight" not in flags  # the recipe is the config's own
+    overlay = json.loads((tmp_path / "b" / "network.json").read_text())["network_def"]
+    assert overlay["_target_"] == "monai.networks.nets.BasicUNet" and overlay["in_channels"].startswith("$")
+    changed = ComparisonRun("basicunet", "lgg", tmp_path / "data", tmp_path / "split.json", tmp_path / "b",
+                            parse_settings(["lesion_weight=4.0", "ema_decay=0.98", "lesion_weight=2"]))
+    changed_flags = _flags(changed.training_command(tmp_path / "run", 6, 3, 600))
+    assert changed_flags["lesion_weight"] == [2] and changed_flags["ema_decay"] == [0.98]
+    plain = ComparisonRun("unet_plain", "lgg", tmp_path / "data", tmp_path / "split.json", tmp_path / "p",
+                          parse_settings(["lesion_weight=4.0"]))
+    plain_flags = _flags(plain.training_command(tmp_path / "run", 100, 101, 900))
+    assert plain_flags["lesion_weight"] == [1.0]
+    assert plain_flags["train#random_transforms"] == ["$@train#flip_transforms"]
     with pytest.raises(ValueError, match=r"--bundle-arg 'lesion_weight': expected KEY=VALUE"):
-        reproduce_results.bundle_args(["lesion_weight"])
+        parse_settings(["lesion_weight"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
-        reproduce_results.bundle_args(["=4"])
+        parse_settings(["=4"])
 
 
-@pytest.mark.parametrize("name", sorted(compare.NETWORKS))
-def test_every_compared_network_builds_from_its_config(name, one_torch_thread):
-    net = compare.build_network(name).eval()
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_compared_network_builds_from_the_configs(name, one_torch_thread, tmp_path):
+    run = ComparisonRun(name, "lgg", tmp_path, tmp_path / "split.json", tmp_path / name)
+    parser = bundle_parser(ROOT, "lgg", "inference", dict(run.spec.inference_settings), [str(run.overlay)])
+    net = parser.get_parsed_content("network_def").eval()
+    channels = int(parser.get_parsed_content("network_def#in_channels"))
     with torch.no_grad():
-        out = net(torch.rand(1, 1, 64, 64))
+        out = net(torch.rand(1, channels, 64, 64))
     assert out.shape == (1, 2, 64, 64)
 
 
@@ -73,12 +86,15 @@ def test_table_has_a_row_per_network_and_the_paper_metrics():
     summary = summarize([{**row, "dice": 0.8, "mdice": 0.9, "iou": 0.7, "miou": 0.85, "hd95": 2.0, "hd": 3.0,
                           "precision": 1.0, "recall": 0.8, "accuracy": 0.99, "rad": -20.0, "has_lesion": 1.0,
                           "predicted_lesion": 1.0}])
-    result = {"params_m": 5.31, "macs_g": 5.46, "s_per_epoch": 37.2, "epochs": 6, "ms_per_image": 77.0,
-              "summary": summary}
-    text = compare.table("lgg", {"lmnet": result, "unet": result}, threads=2)
+    summary.update({"mdice/slices": {"mean": 0.95, "std": 0.1, "n": 40.0},
+                    "miou/slices": {"mean": 0.91, "std": 0.1, "n": 40.0}})
+    result = {"params_m": 5.31, "macs_g": 5.46, "s_per_epoch": 37.2, "epochs": 6, "wall_s": 600.0,
+              "ms_per_slice": 77.0, "summary": summary}
+    text = table({"lmnet": result, "unet": result}, threads=2)
     lines = text.splitlines()
-    assert len(lines) == 4 and "lesion Dice" in lines[0] and "RAD (%)" in lines[0]
-    assert lines[2].startswith("| LM-Net") and "| 0.8000 | 0.9000 | 0.7000 | 2.00 | -20.00 |" in lines[2]
+    assert len(lines) == 4 and "lesion Dice [95% CI]" in lines[0] and "slice mDice" in lines[0]
+    assert lines[2].startswith("| LM-Net") and "| 0.8000 [0.800, 0.800] | 0.9000 | 0.7000 | 2.00 | -20.0 |" in lines[2]
+    assert lines[2].endswith("| 0.9500 | 0.9100 |")
 
 
 def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
@@ -103,7 +119,7 @@ def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
         writer({"pred": label})
     cases = [{"image": "benign/benign_1.png", "label": "benign/benign_1_mask.png", "case_id": "benign_1"},
              {"image": "p1_image.nii.gz", "label": "p1_label.nii.gz", "case_id": "p1"}]
-    rows, slice_rows = reproduce_results.evaluate(cases, data, pred)
+    rows, slice_rows = evaluate(cases, data, pred)
     assert rows[0]["case"] == "benign_1" and rows[0]["dice"] == pytest.approx(2 * 100 / (200 + 100))
     assert rows[0]["precision"] == 1.0 and rows[0]["recall"] == pytest.approx(0.5)
     assert rows[1]["dice"] == pytest.approx(2 * 36 / (72 + 36)) and rows[1]["precision"] == 1.0
@@ -111,15 +127,15 @@ def test_scoring_reads_bundle_outputs_in_the_label_orientation(tmp_path):
     assert [(r["case"], r["slice"]) for r in slice_rows] == [("p1", z) for z in range(5)]
     assert [r["dice"] for r in slice_rows] == pytest.approx([1.0, 2 / 3, 2 / 3, 2 / 3, 1.0])
     with pytest.raises(FileNotFoundError, match="no prediction"):
-        reproduce_results.evaluate([{"image": "p2_image.nii.gz", "label": "p1_label.nii.gz"}], data, pred)
+        evaluate([{"image": "p2_image.nii.gz", "label": "p1_label.nii.gz"}], data, pred)
 
 
 def test_check_reports_every_difference():
     summary = {"dice/all": {"mean": 0.81, "std": 0.1, "n": 3.0}, "hd95/all": {"mean": math.nan, "std": 0, "n": 0}}
     same = json.loads(json.dumps(summary))
-    assert reproduce_results.compare(summary, same) == []
+    assert compare_summaries(summary, same) == []
     other = {"dice/all": {"mean": 0.80, "std": 0.2, "n": 2.0}, "iou/all": {"mean": 0.7, "std": 0.1, "n": 3.0}}
-    problems = reproduce_results.compare(summary, other)
+    problems = compare_summaries(summary, other)
     assert sorted(problems) == sorted([
         "hd95/all: not in the record", "iou/all: missing from the new summary",
         "dice/all mean: recomputed 0.810000, card records 0.800000",
@@ -183,8 +199,8 @@ def test_training_step_benchmark_times_the_train_config_trainer(one_torch_thread
 
 
 def test_summary_has_a_bootstrap_interval_and_per_slice_numbers(tmp_path):
-    from bundle.handlers import SegmentationReport, write_report
     from bundle.metrics import bootstrap_interval
+    from bundle.reports import SegmentationReport, write_report
 
     rows = [{"case": f"c{i}", **case_metrics(p, g)} for i, (p, g) in enumerate(_pairs())]
     slices = [{"case": "c0", **m} for m in slice_metrics(*_pairs()[0])]

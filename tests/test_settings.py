@@ -6,8 +6,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from bundle.handlers import enable_resume
 from bundle.settings import as_bool
+from bundle.training_state import enable_resume
 from bundle.transforms import KeepLargestLesiond
 
 

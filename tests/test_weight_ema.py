@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine
 
-from bundle.handlers import WeightEMA, WeightEMAUpdater, enable_resume
+from bundle.training_state import enable_resume
+from bundle.weight_average import WeightEMA, WeightEMAUpdater
 
 
 def _net() -> nn.Module:

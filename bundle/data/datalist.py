@@ -18,19 +18,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import atomic_path
+from ..suffixes import image_kind
+
 __all__ = [
-    "Case", "LAYOUTS", "detect_layout", "find_cases", "split_cases", "build_datalist", "write_datalist",
-    "select_splits", "strip_image_suffix",
+    "LabelledPair", "LAYOUTS", "detect_layout", "find_cases", "split_cases", "build_datalist", "write_datalist",
+    "select_splits",
 ]
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("busi", "lgg", "kvasir")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)
-class Case:
+class LabelledPair:
     """One image/label pair. Paths are relative to the dataset folder; ``group`` is the unit of splitting
     (the patient), ``stratum`` keeps class proportions equal across splits."""
 
@@ -58,7 +60,7 @@ def detect_layout(dataset_dir: str | os.PathLike) -> str:
     )
 
 
-def _busi_cases(root: Path) -> list[Case]:
+def _busi_cases(root: Path) -> list[LabelledPair]:
     cases = []
     for mask in sorted(root.glob("*/*_mask.png")):
         image = mask.with_name(mask.name[: -len("_mask.png")] + ".png")
@@ -66,11 +68,11 @@ def _busi_cases(root: Path) -> list[Case]:
             raise ValueError(f"mask {mask} has no image {image.name} beside it.")
         case_id = image.stem
         rel = image.relative_to(root).as_posix()
-        cases.append(Case(case_id, rel, mask.relative_to(root).as_posix(), case_id, image.parent.name))
+        cases.append(LabelledPair(case_id, rel, mask.relative_to(root).as_posix(), case_id, image.parent.name))
     return cases
 
 
-def _lgg_cases(root: Path) -> list[Case]:
+def _lgg_cases(root: Path) -> list[LabelledPair]:
     cases = []
     for label in sorted(root.glob("*_label.nii*")):
         suffix = "".join(label.suffixes[-2:]) if label.name.endswith(".nii.gz") else label.suffix
@@ -80,24 +82,24 @@ def _lgg_cases(root: Path) -> list[Case]:
             raise ValueError(f"label {label} has no image {image.name} beside it.")
         match = re.match(r"(TCGA_[A-Z0-9]+_[A-Z0-9]+)", case_id)
         group = match.group(1) if match else case_id
-        cases.append(Case(case_id, image.name, label.name, group))
+        cases.append(LabelledPair(case_id, image.name, label.name, group))
     return cases
 
 
-def _kvasir_cases(root: Path) -> list[Case]:
+def _kvasir_cases(root: Path) -> list[LabelledPair]:
     cases = []
-    masks = {p.stem: p for p in (root / "masks").iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in (root / "masks").iterdir() if image_kind(p) == "image"}
     for image in sorted((root / "images").iterdir()):
-        if image.suffix.lower() not in _IMAGE_SUFFIXES:
+        if image_kind(image) != "image":
             continue
         if image.stem not in masks:
             raise ValueError(f"image {image} has no mask {image.stem}.* in {root / 'masks'}.")
         rel_mask = masks[image.stem].relative_to(root).as_posix()
-        cases.append(Case(image.stem, image.relative_to(root).as_posix(), rel_mask, image.stem))
+        cases.append(LabelledPair(image.stem, image.relative_to(root).as_posix(), rel_mask, image.stem))
     return cases
 
 
-def find_cases(dataset_dir: str | os.PathLike, layout: str = "auto") -> list[Case]:
+def find_cases(dataset_dir: str | os.PathLike, layout: str = "auto") -> list[LabelledPair]:
     """All cases of ``dataset_dir`` in ``layout`` ("auto" detects it), sorted by case id."""
     root = Path(dataset_dir)
     layout = detect_layout(root) if layout == "auto" else layout
@@ -111,16 +113,16 @@ def find_cases(dataset_dir: str | os.PathLike, layout: str = "auto") -> list[Cas
 
 
 def split_cases(
-    cases: Sequence[Case], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> dict[str, list[Case]]:
+    cases: Sequence[LabelledPair], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, list[LabelledPair]]:
     """Seeded split into ``training`` / ``validation`` / ``test`` by group (a patient never spans two splits),
-    stratified by ``Case.stratum``. Each split of a stratum with >= 3 groups gets at least one group."""
+    stratified by ``LabelledPair.stratum``. Each split of a stratum with >= 3 groups gets at least one group."""
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}.")
-    by_stratum: dict[str, dict[str, list[Case]]] = defaultdict(lambda: defaultdict(list))
+    by_stratum: dict[str, dict[str, list[LabelledPair]]] = defaultdict(lambda: defaultdict(list))
     for case in cases:
         by_stratum[case.stratum][case.group].append(case)
-    splits: dict[str, list[Case]] = {"training": [], "validation": [], "test": []}
+    splits: dict[str, list[LabelledPair]] = {"training": [], "validation": [], "test": []}
     rng = random.Random(seed)
     for stratum in sorted(by_stratum):
         groups = sorted(by_stratum[stratum])
@@ -156,10 +158,8 @@ def build_datalist(
 def write_datalist(datalist: dict, path: str | os.PathLike) -> Path:
     """Write ``datalist`` as 4-space-indented JSON, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(datalist, indent=4) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temporary name: DDP ranks may write the same datalist at once
+        tmp.write_text(json.dumps(datalist, indent=4) + "\n")
     return path
 
 
@@ -209,34 +209,3 @@ def select_splits(data: dict[str, list[dict]], splits: str | Sequence[str]) -> l
             "final weights (checkpoints/model_final.pt), not the best-validation ones."
         )
     return [item for name in names for item in data[name]]
-
-
-INPUT_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nrrd", ".mha", ".mhd")
-
-
-def strip_image_suffix(name: str, suffixes: Sequence[str] = INPUT_SUFFIXES) -> str:
-    """``name`` without its image format suffix (the longest of ``suffixes`` it ends with, case-insensitive;
-    otherwise without its last suffix): ``x_image.nii.gz`` -> ``x_image``."""
-    lower = name.lower()
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def list_images(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Inference inputs: ``path`` itself if it is a file, else every image file below it (sorted), skipping
-    label/mask files (``*_label.*``, ``*_mask*.*``). Returns ``[{"image": path}, ...]``."""
-    root = Path(path)
-    if root.is_file():
-        return [{"image": str(root)}]
-    if not root.is_dir():
-        raise ValueError(f"input {root} does not exist.")
-    found = []
-    for p in sorted(root.rglob("*")):
-        name = p.name.lower()
-        if p.is_file() and name.endswith(INPUT_SUFFIXES) and "_label." not in name and "_mask" not in name:
-            found.append({"image": str(p)})
-    if not found:
-        raise ValueError(f"input folder {root} holds no image files ({', '.join(INPUT_SUFFIXES)}).")
-    return found

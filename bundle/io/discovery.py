@@ -20,17 +20,12 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from ..data.datalist import strip_image_suffix
+from ..suffixes import IMAGE_SUFFIXES, image_kind, strip_image_suffix
 
-__all__ = ["Case", "discover_cases", "select_part", "input_fingerprint", "case_kind_of_suffix", "SUFFIXES"]
+__all__ = ["Case", "discover_cases", "select_part", "input_fingerprint", "datalist_of"]
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES: dict[str, str] = {  # lower-case suffix -> reader kind
-    ".nii": "nifti", ".nii.gz": "nifti",
-    ".nrrd": "itk", ".nhdr": "itk", ".mha": "itk", ".mhd": "itk",
-    ".png": "image", ".jpg": "image", ".jpeg": "image", ".tif": "image", ".tiff": "image",
-}
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")  # a file named so that is not DICOM is a failed case, not ignored
 COMPANION_SUFFIXES = (".raw", ".zraw", ".raw.gz")  # data files of .mhd / .nhdr headers
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
@@ -66,15 +61,6 @@ class Case:
         if self.kind == "dicom" and len(self.paths) > 1:
             return f"{first.parent} ({len(self.paths)} files, series {self.series_uid})"
         return str(first)
-
-
-def case_kind_of_suffix(path: Path) -> str | None:
-    """Reader kind chosen by the file name's suffix, or ``None`` when the suffix is not an image format's."""
-    name = path.name.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
-    return None
 
 
 def _safe_id(text: str) -> str:
@@ -139,7 +125,7 @@ def _input_root(paths: Sequence[Path]) -> Path:
 
 def _file_case(path: Path, root: Path, kind: str, error: str | None = None) -> Case:
     rel = path.relative_to(root)
-    stem = strip_image_suffix(rel.name, tuple(SUFFIXES))
+    stem = strip_image_suffix(rel.name)
     return Case(_safe_id(str(rel.parent / stem)), kind, (path,), root, error=error)
 
 
@@ -154,7 +140,7 @@ def _dicom_case(uid: str, files: list[Path], headers: list[pydicom.Dataset], roo
 
 def _classify(path: Path, root: Path, series: dict[str, tuple[list[Path], list[pydicom.Dataset]]]) -> Case | None:
     """A case for a non-DICOM file, a broken or odd DICOM file, or ``None`` after adding ``path`` to ``series``."""
-    kind = case_kind_of_suffix(path)
+    kind = image_kind(path)
     if path.is_symlink() and not path.exists():
         return _file_case(path, root, kind or "dicom", error=f"dangling symbolic link to {os.readlink(path)}")
     if kind is not None:
@@ -168,7 +154,7 @@ def _classify(path: Path, root: Path, series: dict[str, tuple[list[Path], list[p
     if header is None:
         if path.name.lower().endswith(DICOM_SUFFIXES):
             return _file_case(path, root, "dicom", error="not a DICOM file (no 'DICM' marker and no DICOM header)")
-        supported = ", ".join(sorted(SUFFIXES))
+        supported = ", ".join(sorted(IMAGE_SUFFIXES))
         return _file_case(path, root, "ignored", error=f"not DICOM and not an image type by suffix ({supported})")
     if str(header.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
         return None  # DICOMDIR: an index of the folder, the files themselves are found anyway
@@ -199,7 +185,8 @@ def discover_cases(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     """Find the cases in a folder (recursively), a file, or a list of folders and files.
 
     DICOM files are recognised by content (the "DICM" marker or a DICOM header), not by name, and grouped by
-    SeriesInstanceUID; other files by suffix (:data:`SUFFIXES`). Hidden files and folders are skipped.
+    SeriesInstanceUID; other files by suffix (:data:`bundle.suffixes.IMAGE_SUFFIXES`). Hidden files and folders are
+    skipped.
 
     Returns:
         cases sorted by ``case_id``; files that are not images come back as kind "ignored" (with the reason).
@@ -241,3 +228,23 @@ def input_fingerprint(case: Case) -> str:
         stat = path.stat()
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def datalist_of(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, str]]:
+    """The inference config's datalist (``[{"image": path}, ...]``) of the cases :func:`discover_cases` finds: an image
+    file as itself, a DICOM series as its folder (which the ITK reader reads as one series). Label and mask files
+    (``*_label.*``, ``*_mask*``) and files that are no image are left out.
+
+    Raises:
+        ValueError: nothing to segment was found.
+    """
+    items = []
+    for case in discover_cases(inputs):
+        name = case.paths[0].name.lower() if case.paths else ""
+        if case.kind in ("ignored", "empty") or case.error or "_label." in name or "_mask" in name:
+            continue
+        items.append({"image": str(case.paths[0].parent if case.kind == "dicom" else case.paths[0])})
+    if not items:
+        raise ValueError(f"input {inputs} holds no image to segment (image files by suffix: "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))}; DICOM series by content).")
+    return items

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..suffixes import image_kind
 from ..tasks import TASKS, config_files, get_task
 
 __all__ = [
-    "IMAGE_2D_SUFFIXES",
     "ModelSpec",
     "model_specs",
     "label_names",
@@ -24,10 +24,9 @@ __all__ = [
     "split_items",
 ]
 
-IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-"""File suffixes of 2D images (anything else, e.g. NIfTI, NRRD, a DICOM series folder, is a volume)."""
 
 MODEL_PREFIX = "lmnet_"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -114,7 +113,7 @@ def model_specs(
 
 def is_2d_image(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a 2D image file (by suffix)."""
-    return str(path).lower().endswith(IMAGE_2D_SUFFIXES)
+    return image_kind(path) == "image"
 
 
 def training_items(datalist: Iterable[dict], dimension: int) -> list[dict[str, str]]:

@@ -84,11 +84,10 @@ def references(workspace: Workspace) -> dict[tuple[str, str], tuple[np.ndarray, 
     for path in workspace.inputs.values():
         (inputs / path.name).symlink_to(path)
     out = {}
-    runs = {"lgg": (["configs/inference.json"], inputs),
-            "busi": (["configs/inference.json", "configs/busi/inference.json"], inputs / "us_c.png")}
-    for task, (configs, source) in runs.items():
+    runs = {"lgg": inputs, "busi": inputs / "us_c.png"}
+    for task, source in runs.items():
         output_dir = workspace.tmp / f"reference_{task}"
-        run_bundle_inference(workspace.bundle_root, configs, source, output_dir, workspace.env)
+        run_bundle_inference(workspace.bundle_root, task, source, output_dir, workspace.env)
         for image_id in workspace.inputs:
             for suffix in (".png", ".nii.gz"):
                 path = output_dir / f"{image_id}_seg{suffix}"

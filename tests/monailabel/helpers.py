@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 from bundle.checkpoints import record_weights
+from bundle.config import bundle_run_command
 from bundle.data.synthetic import make_synthetic_image, make_synthetic_volume
 from bundle.networks import LMNet, reparameterize_model
 from bundle.segmenter import SliceSegmenter
@@ -194,16 +194,13 @@ def read_label(data: bytes, suffix: str, dest: Path) -> tuple[np.ndarray, np.nda
 
 
 def run_bundle_inference(
-    bundle_root: Path, configs: list[str], inputs: Path, output_dir: Path, env: dict, extra_args: Sequence[str] = ()
+    bundle_root: Path, task: str, inputs: Path, output_dir: Path, env: dict, extra_args: Sequence[str] = ()
 ) -> None:
-    """``python -m monai.bundle run`` of the bundle's own inference configs (main environment) on ``inputs``, with
-    ``extra_args`` (e.g. ``["--ckpt_path", path]``) appended."""
-    config_arg = "[" + ",".join(f"'{bundle_root / c}'" for c in configs) + "]"
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg,
-        "--bundle_root", str(bundle_root), "--dataset_dir", str(inputs), "--output_dir", str(output_dir),
-        "--num_workers", "0", *extra_args,
-    ]
+    """``python -m monai.bundle run`` of the task's inference configs of the bundle (main environment) on ``inputs``,
+    with ``extra_args`` (e.g. ``["--ckpt_path", path]``) appended."""
+    cmd = [*bundle_run_command(bundle_root, task, "inference", {"dataset_dir": str(inputs),
+                                                                "output_dir": str(output_dir), "num_workers": 0}),
+           *extra_args]
     result = subprocess.run(cmd, cwd=bundle_root, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"bundle inference failed ({result.returncode}):\n{result.stdout[-3000:]}\n"

@@ -106,7 +106,7 @@ def test_train_fine_tunes_from_shipped_weights(server, workspace, tmp_path):
     assert info["train_stats"]["lmnet_lgg"]["epochs"] == 1
     label, _ = read_label(server.post("/infer/lmnet_lgg?image=vol_a&output=image"), ".nii.gz", tmp_path / "l.nii.gz")
     # what is served is what the bundle computes with the fine-tuned checkpoint, voxel for voxel
-    run_bundle_inference(workspace.bundle_root, ["configs/inference.json"], workspace.inputs["vol_a"],
+    run_bundle_inference(workspace.bundle_root, "lgg", workspace.inputs["vol_a"],
                          tmp_path / "tuned", workspace.env, ["--ckpt_path", str(checkpoint)])
     expected = np.asarray(nib.load(tmp_path / "tuned" / "vol_a_seg.nii.gz").dataobj)
     assert label.shape == expected.shape and int((label != expected).sum()) == 0, server.log_tail(30)
