@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch.nn as nn
 
 from .checkpoints import save_weights
-from .networks import reparameterize_model
+from .networks import reparameterize_model, to_channels_last
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 class ReparameterizeHandler:
     """At ``STARTED`` (after any ``CheckpointLoader``, so attach it later), fuse ``network`` in place into its
-    deployed form. The engine then runs the re-parameterized network."""
+    deployed form, stored channels-last (as :func:`bundle.segmenter.deployed_network`). The engine then runs the
+    re-parameterized network."""
 
     def __init__(self, network: nn.Module) -> None:
         self.network = network
@@ -36,7 +37,7 @@ class ReparameterizeHandler:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        reparameterize_model(self.network, inplace=True)
+        to_channels_last(reparameterize_model(self.network, inplace=True))
         logger.info("network re-parameterized for inference")
 
 

@@ -30,13 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoints import sha256_file
+from .fileio import atomic_path
 from .io.discovery import Case, discover_cases, select_part
 from .io.errors import CaseError
 from .io.manifest import CaseRecord, manifest_name, write_manifest, write_record
 from .io.outputs import FORMATS, OutputSettings, lesion_size, write_case_outputs
 from .io.readers import LoadedCase, load_case
 from .io.resume import check_output_location, finished_record, settings_fingerprint
-from .io.writers import atomic_path
 
 __all__ = ["Predictor"]
 

@@ -23,7 +23,7 @@ from monai.transforms import Compose
 
 from .checkpoints import load_weights
 from .device import resolve_device
-from .networks import reparameterize_model
+from .networks import reparameterize_model, to_channels_last
 from .settings import as_bool
 
 __all__ = ["Segmenter", "deployed_network"]
@@ -34,11 +34,12 @@ logger = logging.getLogger(__name__)
 def deployed_network(network: nn.Module, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
     """``network`` with ``weights`` loaded strictly (shipped files checked against their recorded SHA-256, see
     :func:`bundle.checkpoints.load_weights`; ``None`` keeps the initialisation, for tests and benchmarks), in its
-    re-parameterized inference form when it has one, in eval mode on ``device``."""
+    re-parameterized inference form when it has one, stored channels-last, in eval mode on ``device`` (as
+    ``configs/inference.json``'s ``ReparameterizeHandler`` leaves it, so both run the same kernels)."""
     load_weights(network, weights)
     if any(callable(getattr(m, "switch_to_deploy", None)) for m in network.modules()):
-        network = reparameterize_model(network, inplace=True, channels_last=device.type == "cuda")
-    return network.to(device).eval()
+        network = reparameterize_model(network, inplace=True)
+    return to_channels_last(network.to(device)).eval()
 
 
 class Segmenter:

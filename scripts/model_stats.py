@@ -24,7 +24,7 @@ from bundle.benchmark import (
     module_time_share,
     reference_models,
 )
-from bundle.networks import LMNet, reparameterize_model
+from bundle.networks import LMNet, reparameterize_model, to_channels_last
 from bundle.networks.blocks import NeighborhoodAttention
 
 PUBLISHED = [  # (source, params M, MACs G) at 256 x 256, as reported
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, build, use_compile in rows:
         model = build().eval()
         if name.startswith("LM-Net deployed"):
-            model = reparameterize_model(model, inplace=True)  # channels-last layout, as users get it
+            model = to_channels_last(reparameterize_model(model, inplace=True))  # as users get it
         cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, shape1) / 1e9:.2f}"]
         runner = torch.compile(model) if use_compile else model  # compiled during the warm-up run
         latencies = [measure_latency(runner, (b, *shape1[1:]), t, repeats, warmup=2) for b, t in settings]
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     for name, model in (("training", LMNet(in_channels=args.in_channels)), ("deployed", None)):
-        model = model if model is not None else reparameterize_model(LMNet(in_channels=args.in_channels))
+        if model is None:
+            model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
         share = module_time_share(model, shape1, NeighborhoodAttention, repeats=repeats)
         print(f"# neighborhood attention share of the {name} forward time (b1, 2 threads): {100 * share:.1f}%")
     return 0

@@ -24,8 +24,7 @@ import logging
 
 from fire.parser import DefaultParseValue
 
-from bundle.io import FORMATS, merge_manifests
-from bundle.predictor import Predictor
+from bundle.io import FORMATS
 from bundle.tasks import TASKS
 
 logger = logging.getLogger("scripts.predict")
@@ -87,6 +86,8 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def _merge(output: str) -> int:
+    from bundle.io import merge_manifests
+
     records, problems = merge_manifests(output)
     for problem in problems:
         logger.error("%s", problem)
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 "overlay_slices": args.overlay_slices, "continue_prediction": args.continue_prediction,
                 "num_parts": args.num_parts, "part_id": args.part_id, "num_readers": args.num_readers,
                 "quiet": args.quiet}
+    from bundle.predictor import Predictor  # imported here: --help and usage errors stay fast
+
     try:
         predictor = Predictor.from_bundle(args.bundle_root, args.task, args.device, args.weights,
                                           config_overrides(args), **settings)

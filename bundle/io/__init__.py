@@ -1,39 +1,31 @@
-"""Input/output layer of the batch predictor: finding cases, reading them with validation, writing outputs."""
+"""Input/output layer of the batch predictor: finding cases, reading them with validation, writing outputs.
+
+Names load on first access (``bundle.io.load_case`` imports the readers then), so a command-line tool that only
+parses its arguments does not pay for pydicom, nibabel and torch.
+"""
 
 from __future__ import annotations
 
-from .dicom import DicomSource, read_dicom_series
-from .dicom_seg import write_dicom_seg
-from .discovery import Case, discover_cases, input_fingerprint, select_part
-from .errors import CaseError
-from .geometry import Geometry
-from .manifest import CaseRecord, merge_manifests, read_record, write_manifest, write_record
-from .outputs import FORMATS, OutputSettings, lesion_size, write_case_outputs
-from .readers import LoadedCase, load_case
-from .writers import atomic_path, write_nifti, write_overlay
+import importlib
 
-__all__ = [
-    "FORMATS",
-    "Case",
-    "CaseError",
-    "CaseRecord",
-    "DicomSource",
-    "Geometry",
-    "LoadedCase",
-    "OutputSettings",
-    "atomic_path",
-    "discover_cases",
-    "input_fingerprint",
-    "lesion_size",
-    "load_case",
-    "merge_manifests",
-    "read_dicom_series",
-    "read_record",
-    "select_part",
-    "write_case_outputs",
-    "write_dicom_seg",
-    "write_manifest",
-    "write_nifti",
-    "write_overlay",
-    "write_record",
-]
+FORMATS = ("nifti", "dicom-seg", "png")  # the output kinds of the predictor (bundle.io.outputs)
+
+_WHERE = {
+    "DicomSource": "dicom", "read_dicom_series": "dicom", "write_dicom_seg": "dicom_seg",
+    "Case": "discovery", "discover_cases": "discovery", "input_fingerprint": "discovery", "select_part": "discovery",
+    "datalist_of": "discovery", "CaseError": "errors", "Geometry": "geometry",
+    "CaseRecord": "manifest", "merge_manifests": "manifest", "read_record": "manifest", "write_manifest": "manifest",
+    "write_record": "manifest", "OutputSettings": "outputs", "lesion_size": "outputs",
+    "write_case_outputs": "outputs", "LoadedCase": "readers", "load_case": "readers", "write_nifti": "writers",
+    "write_overlay": "writers",
+}
+
+__all__ = ["FORMATS", *sorted(_WHERE)]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ from .writers import overlay_slices, write_nifti, write_overlay, write_png_label
 
 __all__ = ["FORMATS", "OutputSettings", "write_case_outputs", "lesion_size"]
 
-FORMATS = ("nifti", "dicom-seg", "png")
+from . import FORMATS  # noqa: E402  (defined in the package, so that it loads without the writers)
 
 
 @dataclass(frozen=True)

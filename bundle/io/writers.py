@@ -17,7 +17,7 @@ from scipy import ndimage
 from ..fileio import atomic_path
 from .geometry import Geometry
 
-__all__ = ["atomic_path", "write_nifti", "write_png_label", "write_overlay", "overlay_slices"]
+__all__ = ["write_nifti", "write_png_label", "write_overlay", "overlay_slices"]
 
 CONTOUR_RGB = (255, 40, 40)
 

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .lmnet import LMNet
-from .reparam import reparameterize_model
+from .reparam import reparameterize_model, to_channels_last
 
-__all__ = ["LMNet", "reparameterize_model"]
+__all__ = ["LMNet", "reparameterize_model", "to_channels_last"]

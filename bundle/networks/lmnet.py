@@ -48,9 +48,8 @@ class LMNet(nn.Module):
         in_channels: input channels.
         out_channels: output channels (logits, no activation).
         features: the five widths f0..f4 of the encoder levels (full resolution to 1/16). Defaults to
-            (12, 24, 48, 96, 276): the authors' code's f0..f3 with a wider bottleneck, which lands within 2% of the
-            paper's 5.45 M parameters and within 10% of its 5.15 G MACs (the GFT holds most parameters, as the
-            paper says).
+            (12, 24, 48, 96, 276): the authors' code's f0..f3 with a wider bottleneck, chosen to land near the
+            paper's parameter count (the counts: docs/architecture.md).
         expansion_ratio: the multi-branch blocks expand to ``expansion_ratio * out`` channels. Defaults to 2.
         se_reduction: squeeze-and-excitation reduction. Defaults to 4.
         lft_kernel_size: the odd neighborhood size k of the LFT attention (k x k window). Defaults to 3.
@@ -104,6 +103,9 @@ class LMNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         heads = _as_level_tuple(lft_heads, "lft_heads")
+        for name, width, n in [("gft_heads", sum(f), gft_heads)] + [("lft_heads", f[i], heads[i]) for i in range(4)]:
+            if n < 1 or width % n != 0:
+                raise ValueError(f"{name} ({n}) must be >= 1 and divide its transformer width ({width}).")
         self.spatial_dims = spatial_dims
         self.features = f
         self.size_divisor = SIZE_DIVISOR
@@ -120,16 +122,14 @@ class LMNet(nn.Module):
         self.down4 = conv_layer(sd, f[3], f[4], 3, stride=2)
 
         self.global_pools = nn.ModuleList([avg_pool_layer(sd, 2 ** (4 - i)) for i in range(4)])
-        self.gft = FeatureTransformer(
-            sd, sum(f), f[4], gft_heads, gft_depth, mlp_ratio, dropout, kernel_size=None, heads_name="gft_heads"
-        )
+        self.gft = FeatureTransformer(sd, sum(f), f[4], gft_heads, gft_depth, mlp_ratio, dropout, kernel_size=None)
 
         self.pyramid1 = LocalPyramid(sd, (f[0], f[1]), ("same", "up"), f[0], deploy)
         self.pyramid2 = LocalPyramid(sd, (f[0], f[1], f[2]), ("down", "same", "up"), f[1], deploy)
         self.pyramid3 = LocalPyramid(sd, (f[1], f[2], f[3]), ("down", "same", "up"), f[2], deploy)
         self.pyramid4 = LocalPyramid(sd, (f[2], f[3]), ("down", "same"), f[3], deploy)
         lft = [
-            FeatureTransformer(sd, f[i], f[i], heads[i], 1, mlp_ratio, dropout, lft_kernel_size, "lft_heads")
+            FeatureTransformer(sd, f[i], f[i], heads[i], 1, mlp_ratio, dropout, lft_kernel_size)
             for i in range(4)
         ]
         self.lft1, self.lft2, self.lft3, self.lft4 = lft

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from bundle.io import CaseRecord, atomic_path, discover_cases, merge_manifests, select_part, write_manifest
+from bundle.fileio import atomic_path
+from bundle.io import CaseRecord, discover_cases, merge_manifests, select_part, write_manifest
 from bundle.io.manifest import manifest_name
 
 

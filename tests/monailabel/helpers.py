@@ -24,9 +24,8 @@ from PIL import Image
 from bundle.checkpoints import record_weights
 from bundle.config import bundle_run_command
 from bundle.data.synthetic import make_synthetic_image, make_synthetic_volume
-from bundle.networks import LMNet, reparameterize_model
-from bundle.segmenter import SliceSegmenter
-from tests.helpers import randomize_batchnorm
+from bundle.networks import LMNet
+from tests.helpers import config_segmenter, randomize_batchnorm
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLUME_AFFINE = np.array([[0.9, 0, 0, -100.0], [0, 0.9, 0, -110.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
@@ -53,7 +52,7 @@ def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.n
     """
     torch.manual_seed(seed)
     net = randomize_batchnorm(LMNet(spatial_dims=2, in_channels=1, out_channels=2), seed).eval()
-    segmenter = SliceSegmenter(reparameterize_model(net), task, "cpu")
+    segmenter = config_segmenter(net, task)
     margins = []
     for image in images:
         _, probs = segmenter(image)

@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch.nn as nn
-from monai.networks.layers.factories import Act, Conv, Pool
+from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["conv_layer", "ensure_activations", "interpolation_mode", "avg_pool_layer", "same_padding"]
+__all__ = ["conv_layer", "check_heads", "interpolation_mode", "avg_pool_layer", "same_padding"]
 
 
-def ensure_activations() -> None:
-    """Register ``hardswish`` and ``hardsigmoid`` in MONAI's ``Act`` factory (MONAI 1.6 lacks them).
-
-    Idempotent, so every block can call it before building its layers.
-    """
-    if "HARDSWISH" not in Act.names:
-        Act.add_factory_callable("hardswish", lambda: nn.Hardswish, "torch.nn.Hardswish")
-    if "HARDSIGMOID" not in Act.names:
-        Act.add_factory_callable("hardsigmoid", lambda: nn.Hardsigmoid, "torch.nn.Hardsigmoid")
+def check_heads(width: int, num_heads: int) -> None:
+    """``num_heads`` attention heads must be at least one and divide the attention ``width`` (channels)."""
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}.")
+    if width % num_heads != 0:
+        raise ValueError(f"num_heads ({num_heads}) must divide the attention width ({width}).")
 
 
 def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import torch.nn as nn
 from monai.networks.layers.factories import Pool
 from monai.networks.layers.utils import get_act_layer
 
-from .layers import conv_layer, ensure_activations
+from .layers import conv_layer
 from .reparam_conv import ConvNorm, MultiKernelDepthwiseConv
 
 __all__ = ["SqueezeExcitation", "MultiBranchBlock"]
@@ -28,13 +28,12 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         if reduction < 1:
             raise ValueError(f"se_reduction must be >= 1, got {reduction}.")
-        ensure_activations()
         hidden = max(1, channels // reduction)
         self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
         self.reduce = conv_layer(spatial_dims, channels, hidden, 1)
         self.act = get_act_layer("relu")
         self.expand = conv_layer(spatial_dims, hidden, channels, 1)
-        self.gate = get_act_layer("hardsigmoid")
+        self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
@@ -76,9 +75,8 @@ class MultiBranchBlock(nn.Module):
                 raise ValueError(f"{name} must be >= 1, got {value}.")
         if hidden_channels < 1:
             raise ValueError(f"hidden_channels must be >= 1, got {hidden_channels}.")
-        ensure_activations()
         self.expand = ConvNorm(spatial_dims, in_channels, hidden_channels, 1, bias=True, deploy=deploy)
-        self.expand_act = get_act_layer("hardswish")
+        self.expand_act = nn.Hardswish()
         self.depthwise = MultiKernelDepthwiseConv(spatial_dims, hidden_channels, deploy=deploy)
         self.depthwise_act = get_act_layer("gelu")
         self.se = SqueezeExcitation(spatial_dims, hidden_channels, se_reduction)

@@ -8,16 +8,16 @@ Implementation (plain PyTorch, no H*W x H*W tensors, channel-first (B * heads, d
 k window rows, one ``index_select`` gathers every pixel's key row; along the columns, pixels split into a left border,
 an interior and a right border, whose keys at window column ``col`` are a single column, the plain slice
 ``[col : col + W - k + 1]`` and a single column: views, broadcast, never copied. A pass per window offset (k * k in
-all) computes the logits and, after the softmax, accumulates the weighted values in place. Of the variants benchmarked
-on CPU (index_select in both axes, channels-last or first; one unfold-style gather + matmul; shifted slices
-concatenated; replicate padding of a slice per offset) this was the fastest on large maps. It scripts, traces and
-exports to ONNX.
+all) computes the logits and, after the softmax, accumulates the weighted values in place. Under autograd a
+hand-written backward reuses the same passes. It scripts, traces and exports to ONNX.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .layers import check_heads
 
 __all__ = ["NeighborhoodAttention", "neighborhood_attention_2d"]
 
@@ -162,14 +162,15 @@ def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
     return _neighborhood_aggregate(attn, qkv[2], kh, kw)
 
 
-def _to_channels_first(x: torch.Tensor) -> torch.Tensor:
-    """(B, heads, H, W, d) -> contiguous (B * heads, d, H, W)."""
-    b, nh, h, w, d = x.shape
-    return x.permute(0, 1, 4, 2, 3).reshape(b * nh, d, h, w).contiguous()
+def _stack_channels_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, heads, H, W, d) q, k, v -> one contiguous (3, B * heads, d, H, W) tensor (one copy of each)."""
+    b, nh, h, w, d = q.shape
+    return torch.stack([t.permute(0, 1, 4, 2, 3) for t in (q, k, v)]).reshape(3, b * nh, d, h, w)
 
 
 def neighborhood_attention_2d(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, scale: float | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, scale: float | None = None,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Multi-head 2D neighborhood attention with NATTEN's border rule (windows shift inward at the border).
 
@@ -179,6 +180,7 @@ def neighborhood_attention_2d(
         v: values, same shape as ``q``.
         kernel_size: odd window size k; clipped per axis to the axis length (an axis shorter than k is covered whole).
         scale: logit scale; ``None`` means ``d ** -0.5``.
+        dropout: dropout probability on the attention weights (pass 0 in eval mode).
 
     Returns:
         (B, heads, H, W, d): for each query, the softmax(q . k * scale)-weighted sum of the values in its window.
@@ -194,8 +196,12 @@ def neighborhood_attention_2d(
     b, nh, h, w, d = q.shape
     kh, kw = min(kernel_size, h), min(kernel_size, w)
     q_scale = float(d) ** -0.5 if scale is None else scale
-    qkv = torch.stack([_to_channels_first(t) for t in (q, k, v)])
-    out = _attend(qkv, q_scale, kh, kw)
+    qkv = _stack_channels_first(q, k, v)
+    if dropout > 0:  # dropout on the weights: plain autograd through the inference passes
+        attn = _neighborhood_logits(qkv[0] * q_scale, qkv[1], kh, kw).softmax(1)
+        out = _neighborhood_aggregate(torch.nn.functional.dropout(attn, dropout), qkv[2], kh, kw)
+    else:
+        out = _attend(qkv, q_scale, kh, kw)
     return out.reshape(b, nh, d, h, w).permute(0, 1, 3, 4, 2)
 
 
@@ -224,10 +230,7 @@ class NeighborhoodAttention(nn.Module):
         self, hidden_size: int, num_heads: int, kernel_size: int = 3, qkv_bias: bool = True, dropout_rate: float = 0.0
     ) -> None:
         super().__init__()
-        if num_heads < 1:
-            raise ValueError(f"num_heads must be >= 1, got {num_heads}.")
-        if hidden_size % num_heads != 0:
-            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}).")
+        check_heads(hidden_size, num_heads)
         _check_kernel_size(kernel_size)
         if not 0.0 <= dropout_rate <= 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate}.")
@@ -241,15 +244,7 @@ class NeighborhoodAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        nh, d = self.num_heads, self.head_dim
-        # (B, H, W, 3 * C) -> contiguous (3, B * heads, d, H, W) in one copy (explicit: for B = 1 the reshape
-        # would otherwise be a strided view, on which every later channel-first op runs several times slower)
-        qkv = self.qkv(x).reshape(b, h, w, 3, nh, d).permute(3, 0, 4, 5, 1, 2).reshape(3, b * nh, d, h, w)
-        qkv = qkv.contiguous()
-        kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
-        if self.training and self.attn_drop.p > 0:  # dropout on the weights: plain autograd
-            attn = _neighborhood_logits(qkv[0] * self.scale, qkv[1], kh, kw).softmax(1)
-            out = _neighborhood_aggregate(self.attn_drop(attn), qkv[2], kh, kw)
-        else:
-            out = _attend(qkv, self.scale, kh, kw)
-        return self.proj(out.reshape(b, c, h, w).permute(0, 2, 3, 1))
+        qkv = self.qkv(x).reshape(b, h, w, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
+        dropout = self.attn_drop.p if self.training else 0.0
+        out = neighborhood_attention_2d(qkv[0], qkv[1], qkv[2], self.kernel_size, self.scale, dropout)
+        return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, c))

@@ -139,20 +139,22 @@ class MultiKernelDepthwiseConv(nn.Module):
         if not kernels:
             raise ValueError("kernel_sizes must name at least one branch kernel.")
         self.kernel_size = tuple(max(k[d] for k in kernels) for d in range(spatial_dims))
-        self.fused: nn.Module | None = None
+        # the state: ``reparam_conv`` is None in the training form (as timm's re-parameterizable blocks)
+        self.reparam_conv: nn.Module | None = None
         self.branches: nn.ModuleList | None = None
         if deploy:
-            self.fused = conv_layer(spatial_dims, channels, channels, self.kernel_size, groups=channels, bias=True)
+            self.reparam_conv = conv_layer(spatial_dims, channels, channels, self.kernel_size, groups=channels,
+                                           bias=True)
         else:
             self.branches = nn.ModuleList(
                 [ConvNorm(spatial_dims, channels, channels, k, groups=channels, bias=False) for k in kernels]
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused is not None:
-            return self.fused(x)
-        if self.branches is None:
-            raise RuntimeError("MultiKernelDepthwiseConv has neither branches nor a fused convolution.")
+        if self.reparam_conv is not None:
+            return self.reparam_conv(x)
+        if self.branches is None:  # never: the training form has branches (refines the type for TorchScript)
+            raise RuntimeError("MultiKernelDepthwiseConv has neither branches nor a re-parameterized convolution.")
         out: torch.Tensor | None = None
         for branch in self.branches:
             y = branch(x)
@@ -171,10 +173,10 @@ class MultiKernelDepthwiseConv(nn.Module):
 
     def get_equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel (channels, 1, *kernel_size) and bias (channels,) of the fused depthwise conv (pure)."""
-        if self.fused is not None:
-            return self.fused.weight, self.fused.bias
+        if self.reparam_conv is not None:
+            return self.reparam_conv.weight, self.reparam_conv.bias
         if self.branches is None:
-            raise RuntimeError("MultiKernelDepthwiseConv has neither branches nor a fused convolution.")
+            raise RuntimeError("MultiKernelDepthwiseConv has neither branches nor a re-parameterized convolution.")
         kernel: torch.Tensor | None = None
         bias: torch.Tensor | None = None
         for branch in self.branches:
@@ -187,7 +189,7 @@ class MultiKernelDepthwiseConv(nn.Module):
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
         """Replace the branches by one fused depthwise convolution, in place. Calling it again does nothing."""
-        if self.fused is not None:
+        if self.reparam_conv is not None:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
         channels = kernel.shape[0]
@@ -195,5 +197,5 @@ class MultiKernelDepthwiseConv(nn.Module):
         fused = fused.to(device=kernel.device, dtype=kernel.dtype)
         fused.weight.copy_(kernel)
         fused.bias.copy_(bias)
-        self.fused = fused
+        self.reparam_conv = fused
         self.branches = None

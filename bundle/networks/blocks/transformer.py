@@ -13,17 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks import MLPBlock
 
-from .layers import conv_layer
+from .layers import check_heads, conv_layer
 from .neighborhood_attention import NeighborhoodAttention
 
 __all__ = ["GlobalSelfAttention", "TransformerLayer", "FeatureTransformer"]
-
-
-def _check_heads(hidden_size: int, num_heads: int, heads_name: str) -> None:
-    if num_heads < 1:
-        raise ValueError(f"{heads_name} must be >= 1, got {num_heads}.")
-    if hidden_size % num_heads != 0:
-        raise ValueError(f"{heads_name} ({num_heads}) must divide the transformer width ({hidden_size}).")
 
 
 class GlobalSelfAttention(nn.Module):
@@ -40,7 +33,7 @@ class GlobalSelfAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, qkv_bias: bool = True, dropout_rate: float = 0.0) -> None:
         super().__init__()
-        _check_heads(hidden_size, num_heads, "num_heads")
+        check_heads(hidden_size, num_heads)
         self.num_heads = num_heads
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.proj = nn.Linear(hidden_size, hidden_size)
@@ -93,7 +86,6 @@ class FeatureTransformer(nn.Module):
         mlp_ratio: MLP width relative to ``in_channels``.
         dropout_rate: MLP dropout.
         kernel_size: ``None`` for global attention (GFT), else the odd neighborhood size (LFT).
-        heads_name: the argument name used in error messages about ``num_heads``.
 
     Shapes: (B, in_channels, *S) -> (B, out_channels, *S).
     """
@@ -108,12 +100,11 @@ class FeatureTransformer(nn.Module):
         mlp_ratio: float = 2.0,
         dropout_rate: float = 0.0,
         kernel_size: int | None = None,
-        heads_name: str = "num_heads",
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"transformer depth must be >= 1, got {depth}.")
-        _check_heads(in_channels, num_heads, heads_name)
+        check_heads(in_channels, num_heads)
         self.embed = conv_layer(spatial_dims, in_channels, in_channels, 3)
         layers = []
         for _ in range(depth):

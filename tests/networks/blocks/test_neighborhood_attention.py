@@ -196,7 +196,7 @@ def test_module_attention_dropout():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(hidden_size=10, num_heads=3), r"hidden_size \(10\) must be divisible by num_heads \(3\)"),
+        (dict(hidden_size=10, num_heads=3), r"num_heads \(3\) must divide the attention width \(10\)"),
         (dict(hidden_size=8, num_heads=0), "num_heads"),
         (dict(hidden_size=8, num_heads=2, kernel_size=4), "kernel_size"),
         (dict(hidden_size=8, num_heads=2, kernel_size=0), "kernel_size"),
