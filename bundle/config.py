@@ -17,7 +17,7 @@ from monai.bundle import ConfigParser
 
 from .tasks import config_files
 
-__all__ = ["bundle_parser", "bundle_run_command", "override_value"]
+__all__ = ["bundle_parser", "inference_parser", "bundle_run_command", "override_value"]
 
 
 def bundle_parser(
@@ -41,6 +41,20 @@ def bundle_parser(
     if "initialize" in parser:
         parser.get_parsed_content("initialize")
     return parser
+
+
+def inference_parser(
+    bundle_root: str | os.PathLike, task: str, device: object = "auto", weights: str | os.PathLike | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> ConfigParser:
+    """:func:`bundle_parser` of the task's inference configs with ``overrides``; ``weights`` replaces ``ckpt_path``
+    and a ``device`` other than "auto" replaces the config's device choice."""
+    values = dict(overrides or {})
+    if weights is not None:
+        values["ckpt_path"] = str(weights)
+    if device is not None and str(device) != "auto":
+        values["device"] = f"$torch.device({str(device)!r})"
+    return bundle_parser(bundle_root, task, "inference", values)
 
 
 def override_value(value: object) -> str:

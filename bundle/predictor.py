@@ -103,14 +103,9 @@ class Predictor:
         """A predictor with the :class:`~bundle.segmenter.Segmenter` of the task's inference configs (plus
         ``overrides``: config id -> value; ``weights`` replaces ``ckpt_path``); the config supplies
         ``channel_index``, the segmenter ``class_names``, unless given in ``settings``."""
-        from .config import bundle_parser
+        from .config import inference_parser
 
-        values = dict(overrides or {})
-        if weights is not None:
-            values["ckpt_path"] = str(weights)
-        if device is not None and str(device) != "auto":
-            values["device"] = f"$torch.device({str(device)!r})"
-        parser = bundle_parser(bundle_root, task, "inference", values)
+        parser = inference_parser(bundle_root, task, device, weights, overrides)
         settings.setdefault("channel_index", parser.get_parsed_content("channel_index"))
         settings.setdefault("inference_settings", parser.get_parsed_content("inference_settings"))
         return cls.from_config(parser.get_parsed_content("segmenter"), bundle_root, **settings)

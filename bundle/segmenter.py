@@ -85,15 +85,9 @@ class Segmenter:
     ) -> Segmenter:
         """The ``segmenter`` of the task's inference configs under ``bundle_root`` with ``overrides`` (config ids ->
         values, as ``monai.bundle run --id value``); ``weights`` replaces ``ckpt_path``."""
-        from .config import bundle_parser
+        from .config import inference_parser
 
-        settings = dict(overrides or {})
-        if weights is not None:
-            settings["ckpt_path"] = str(weights)
-        if device is not None and str(device) != "auto":
-            settings["device"] = f"$torch.device({str(device)!r})"
-        parser = bundle_parser(bundle_root, task, "inference", settings)
-        return parser.get_parsed_content("segmenter")
+        return inference_parser(bundle_root, task, device, weights, overrides).get_parsed_content("segmenter")
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,14 +14,14 @@ from tests.conftest import ROOT
 from tests.helpers import config_segmenter
 
 
-def _half_lesion_network(volume: np.ndarray) -> LMNet:
+def _half_lesion_network(volume: np.ndarray, task: str = "lgg") -> LMNet:
     """A random LMNet whose head thresholds one decoder feature at its median, so that about half of the voxels
     are labelled lesion: a non-trivial map on which two inference paths can be compared voxel by voxel."""
     torch.manual_seed(0)
     net = LMNet().eval()
     features: list[torch.Tensor] = []
     handle = net.dec1.register_forward_hook(lambda module, args, out: features.append(out[:, 0].flatten()))
-    config_segmenter(net)(volume)
+    config_segmenter(net, task)(volume)
     handle.remove()
     median = torch.cat(features).median()
     with torch.no_grad():
@@ -53,4 +53,29 @@ def test_segmenter_matches_bundle_inference(synthetic_lgg, tmp_path):
     labels, probabilities = Segmenter.from_bundle(ROOT, "lgg", device="cpu", weights=weights)(volume)
     assert labels.shape == expected.shape and probabilities.shape == (2, *expected.shape)
     assert 0 < expected.sum() < expected.size  # random weights still give a non-trivial map to compare
+    assert np.array_equal(labels, expected)
+
+
+def test_segmenter_matches_bundle_inference_on_a_2d_image(synthetic_busi, tmp_path):
+    """The BUSI task on a PNG: predictor == ``monai.bundle run`` (busi overlay), pixel for pixel."""
+    from PIL import Image
+
+    from bundle.config import bundle_run_command
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "img.png").write_bytes((synthetic_busi / "benign" / "benign_1.png").read_bytes())
+    image = np.asarray(Image.open(inputs / "img.png"), dtype=np.float32)
+    weights = tmp_path / "busi.pt"
+    torch.save(_half_lesion_network(image, "busi").state_dict(), weights)
+    cmd = bundle_run_command(ROOT, "busi", "inference", {"dataset_dir": str(inputs), "output_dir": str(tmp_path / "o"),
+                                                         "ckpt_path": str(weights), "num_workers": 0})
+    import subprocess
+
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = np.asarray(Image.open(tmp_path / "o" / "img_seg.png")) // 255
+    labels, _ = Segmenter.from_bundle(ROOT, "busi", device="cpu", weights=weights)(image)
+    assert labels.shape == expected.shape
+    assert 0 < expected.sum() < expected.size, "the random network gives a trivial map; nothing is compared"
     assert np.array_equal(labels, expected)

@@ -20,10 +20,15 @@ _WHERE = {
     "write_overlay": "writers",
 }
 
+_SUBMODULES = ("dicom", "dicom_seg", "discovery", "errors", "geometry", "manifest", "outputs", "readers", "resume",
+               "writers")
+
 __all__ = ["FORMATS", *sorted(_WHERE)]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # bundle.io.discovery.datalist_of in a config, without importing bundle.io.discovery
+        return importlib.import_module(f".{name}", __name__)
     if name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
         globals()[name] = value
