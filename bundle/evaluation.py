@@ -22,7 +22,7 @@ from .suffixes import strip_image_suffix
 
 __all__ = [
     "BUNDLE_ROOT", "CHECK_TOLERANCE", "split_file_of", "read_label", "prediction_path", "parse_settings",
-    "run_inference", "evaluate", "compare_summaries",
+    "run_inference", "evaluate", "compare_summaries", "failure_cause", "failure_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,3 +140,49 @@ def compare_summaries(summary: Mapping, reference: Mapping) -> list[str]:
 def read_split(split_file: str | os.PathLike, split: str) -> list[dict]:
     """The cases of ``split`` in a split file (``docs/splits/<task>.json``)."""
     return json.loads(Path(split_file).read_text())[split]
+
+
+def failure_cause(pred: np.ndarray, gt: np.ndarray) -> str:
+    """Why a prediction scores low against its ground truth, in words: a missed lesion (nothing predicted where it
+    is), a false region kept (most predicted voxels lie in components that do not touch the lesion), and/or
+    under-segmentation (the lesion is found but mostly not covered) or over-segmentation (covered, with much more
+    around it). Components use full connectivity, as the post-processing does."""
+    from scipy import ndimage
+
+    p, g = np.asarray(pred) > 0, np.asarray(gt) > 0
+    if not g.any():
+        return "no lesion in the ground truth; a lesion predicted" if p.any() else "no lesion, none predicted"
+    if not p.any():
+        return "missed lesion: nothing predicted"
+    components, _ = ndimage.label(p, structure=np.ones((3,) * p.ndim, bool))
+    touching = np.setdiff1d(np.unique(components[g]), [0])
+    away = p & ~np.isin(components, touching)
+    tp = float((p & g).sum())
+    recall, precision = tp / g.sum(), tp / p.sum()
+    causes = []
+    if touching.size == 0:
+        causes.append("missed lesion: every predicted region lies away from it")
+    if away.sum() > 0.5 * p.sum():
+        n_away = len(np.setdiff1d(np.unique(components[away]), [0]))
+        causes.append(f"false region kept: {int(away.sum())} of {int(p.sum())} predicted voxels in {n_away} "
+                      "component(s) away from the lesion")
+    if touching.size and recall < 0.5:
+        causes.append(f"under-segmentation: recall {recall:.2f}")
+    if touching.size and precision < 0.5 and away.sum() <= 0.5 * p.sum():
+        causes.append(f"over-segmentation around the lesion: precision {precision:.2f}")
+    return "; ".join(causes) or f"partial overlap: recall {recall:.2f}, precision {precision:.2f}"
+
+
+def failure_table(cases: Sequence[Mapping], dataset_dir: str | os.PathLike, pred_dir: str | os.PathLike,
+                  rows: Sequence[Mapping], below: float = 0.5) -> str:
+    """A markdown table of the cases whose lesion Dice is below ``below``, with :func:`failure_cause`."""
+    lines = [f"| case | lesion Dice | lesion voxels (truth / predicted) | cause (lesion Dice < {below}) |",
+             "| --- | --- | --- | --- |"]
+    for case, row in zip(cases, rows, strict=True):
+        if row["dice"] >= below:
+            continue
+        gt = read_label(Path(dataset_dir) / case["label"])
+        pred = read_label(prediction_path(pred_dir, Path(case["image"]).name))
+        lines.append(f"| {row['case']} | {row['dice']:.3f} | {int(row['gt_voxels'])} / {int(row['pred_voxels'])} | "
+                     f"{failure_cause(pred, gt)} |")
+    return "\n".join(lines) if len(lines) > 2 else f"no case below lesion Dice {below}"

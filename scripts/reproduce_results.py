@@ -28,6 +28,7 @@ from bundle.evaluation import (
     BUNDLE_ROOT,
     compare_summaries,
     evaluate,
+    failure_table,
     parse_settings,
     read_split,
     run_inference,
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="fail unless the numbers equal docs/results/<task>_test.json")
     parser.add_argument("--record", action="store_true", help="write the summary to docs/results/<task>_test.json")
+    parser.add_argument("--failure-below", type=float, default=0.5,
+                        help="list the cases below this lesion Dice with the cause (failures.md; default 0.5)")
     parser.add_argument("--bundle-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a further setting of the inference config, e.g. keep_largest_component=false")
     args = parser.parse_args(argv)
@@ -74,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     run_inference(args.task, cases, args.dataset_dir, weights, pred_dir, overrides=overrides)
     rows, slice_rows = evaluate(cases, args.dataset_dir, pred_dir)
     summary = write_report(rows, output, slice_rows)
+    failures = failure_table(cases, args.dataset_dir, pred_dir, rows, args.failure_below)
+    (output / "failures.md").write_text(failures + "\n")
     print(f"{args.task}: {len(rows)} {args.split} cases, weights {weights.name}, outputs in {output}\n"
-          f"{SegmentationReport.table(summary, len(rows))}")
+          f"{SegmentationReport.table(summary, len(rows))}\n\n{failures}")
 
     if args.record:
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -232,3 +232,23 @@ def _pairs():
         p = np.roll(g, shift, axis=0)
         pairs.append((p, g))
     return pairs
+
+
+def test_failure_causes_name_what_went_wrong():
+    from bundle.evaluation import failure_cause
+
+    gt = np.zeros((20, 20, 4), np.uint8)
+    gt[5:10, 5:10, 1:3] = 1
+    assert failure_cause(np.zeros_like(gt), gt) == "missed lesion: nothing predicted"
+    far = np.zeros_like(gt)
+    far[15:19, 15:19, 0:4] = 1
+    cause = failure_cause(far, gt)
+    assert cause.startswith("missed lesion: every predicted region lies away")
+    assert "false region kept: 64 of 64" in cause
+    small = np.zeros_like(gt)
+    small[5:7, 5:7, 1] = 1
+    assert failure_cause(small, gt) == "under-segmentation: recall 0.08"
+    both = gt.copy()
+    both[12:20, 12:20, :] = 1  # the lesion found, and a larger false region kept
+    assert failure_cause(both, gt).startswith("false region kept: 256 of 306")
+    assert failure_cause(np.zeros_like(gt), np.zeros_like(gt)) == "no lesion, none predicted"

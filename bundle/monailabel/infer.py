@@ -62,13 +62,16 @@ class LMNetInferTask(BasicInferTask):
     Args:
         spec: the model (configs, weights, labels) from :func:`bundle.monailabel.spec.model_specs`.
         preload: load the network at start-up instead of at the first request.
+        overrides: settings of the inference configs (config id -> value), as on ``monai.bundle run``'s command line.
     """
 
-    def __init__(self, spec: ModelSpec, preload: bool = False) -> None:
+    def __init__(self, spec: ModelSpec, preload: bool = False, overrides: dict | None = None) -> None:
         self.spec = spec
         self._parser = ConfigParser()
         self._parser.read_config([str(p) for p in spec.inference_configs])
         self._parser["bundle_root"] = str(spec.bundle_root)
+        for key, value in (overrides or {}).items():
+            self._parser[key] = value
         self._lock = threading.RLock()  # the parsed transforms are shared between requests
         super().__init__(
             path=[str(spec.weights), str(spec.finetuned)],  # the last one that exists is served

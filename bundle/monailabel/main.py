@@ -8,7 +8,9 @@ images) and ``lmnet_busi`` (2D ultrasound). Options (``--conf NAME VALUE``):
 - ``models``: comma-separated tasks to serve (default: all, e.g. ``lgg,busi``);
 - ``output_dir``: where fine-tuned weights and training runs go (default: ``<bundle_root>/outputs/monailabel``);
 - ``preload``: load the networks at start-up (default: false);
-- ``skip_trainers``: serve inference only (default: false).
+- ``skip_trainers``: serve inference only (default: false);
+- ``config_overrides``: settings of the inference configs as JSON, the way ``monai.bundle run --id value`` and
+  ``scripts.predict --id value`` set them (e.g. ``'{"tta_flips": [], "min_lesion_size": 50}'``; default none).
 
 A model is listed in ``/info/`` once weights exist for it: the shipped ones in ``models/`` or ones that a training
 run published.
@@ -59,12 +61,15 @@ class LMNetApp(MONAILabelApp):
 
     def init_infers(self):
         preload = strtobool(self.conf.get("preload", "false"))
+        overrides = json.loads(self.conf.get("config_overrides") or "{}")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--conf config_overrides must be a JSON object of config ids, got {overrides!r}.")
         infers = {}
         for name, spec in self.specs.items():
             has_weights = spec.weights.is_file() or spec.finetuned.is_file()
             if not has_weights:  # registered all the same: /info/ lists it once a training run publishes weights
                 logger.warning("%s: no weights yet (%s); train it to serve it", name, spec.weights)
-            infers[name] = LMNetInferTask(spec, preload=preload and has_weights)
+            infers[name] = LMNetInferTask(spec, preload=preload and has_weights, overrides=overrides)
         return infers
 
     def init_trainers(self):

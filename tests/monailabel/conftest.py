@@ -96,10 +96,12 @@ def references(workspace: Workspace) -> dict[tuple[str, str], tuple[np.ndarray, 
     return out
 
 
-def start_server(workspace: Workspace, app: str, name: str) -> Server:
-    """Start a server of ``app`` (lmnet or stock) on a free port for the workspace; waits until it answers."""
+def start_server(workspace: Workspace, app: str, name: str, extra: tuple[str, ...] = ()) -> Server:
+    """Start a server of ``app`` (lmnet or stock) on a free port for the workspace, with ``extra`` arguments of
+    ``monailabel start_server``; waits until it answers."""
     server = Server(
-        ["--app", app, "--studies", str(workspace.studies), "--bundle-root", str(workspace.bundle_root)],
+        ["--app", app, "--studies", str(workspace.studies), "--bundle-root", str(workspace.bundle_root),
+         *(("--", *extra) if extra else ())],
         port=free_port(), log=workspace.tmp / f"{name}.log", env=workspace.env,
     )
     try:

@@ -1,0 +1,36 @@
+"""The inference config's named settings reach MONAI Label (``--conf config_overrides '<JSON>'``) and change its
+labels exactly as they change ``python -m monai.bundle run``'s."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import Workspace, start_server
+from .helpers import read_label, run_bundle_inference
+
+SETTINGS = {"tta_flips": [], "roi_size": [192, 192], "keep_largest_component": True, "min_lesion_size": 20,
+            "intensity_percentiles": [2.0, 98.0]}
+
+
+@pytest.fixture(scope="module")
+def tuned_server(workspace: Workspace):
+    server = start_server(workspace, "lmnet", "lmnet_settings_server",
+                          ("--conf", "config_overrides", json.dumps(SETTINGS)))
+    yield server
+    server.stop()
+
+
+def test_settings_change_the_served_label_as_they_change_the_bundle(tuned_server, workspace, references, tmp_path):
+    data = tuned_server.post("/infer/lmnet_lgg?image=vol_a&output=image")
+    label, _ = read_label(data, ".nii.gz", tmp_path / "served.nii.gz")
+    extra = [arg for key, value in SETTINGS.items() for arg in (f"--{key}", json.dumps(value))]
+    run_bundle_inference(workspace.bundle_root, "lgg", workspace.inputs["vol_a"], tmp_path / "bundle", workspace.env,
+                         extra)
+    expected, _ = read_label((tmp_path / "bundle" / "vol_a_seg.nii.gz").read_bytes(), ".nii.gz", tmp_path / "e.nii.gz")
+    default, _ = references[("lgg", "vol_a")]
+    assert label.shape == expected.shape
+    assert int((label != expected).sum()) == 0, tuned_server.log_tail(30)
+    assert not np.array_equal(expected, default), "the settings changed nothing: the comparison proves little"
