@@ -218,9 +218,16 @@ class Predictor:
         return CaseRecord(case.case_id, case.source, case.kind, "failed", seconds=round(seconds, 3), error=reason)
 
     def _segment(self, loaded: LoadedCase) -> tuple[np.ndarray, np.ndarray, float]:
+        """Labels and probabilities in the layout of ``loaded.image``. A DICOM image goes to the network in ITK's
+        index order (columns, rows[, slices]), as ``monai.bundle run``'s ITK reader gives a DICOM series to the
+        same pipeline (NIfTI, NRRD and 2D images already come in the configs' readers' order)."""
         start = time.perf_counter()
-        labels, probabilities = self.predict_array(loaded.image)
-        return labels, probabilities, time.perf_counter() - start
+        itk_order = loaded.case.kind == "dicom"
+        image = loaded.image.swapaxes(0, 1) if itk_order else loaded.image
+        labels, probabilities = self.predict_array(image)
+        if itk_order:
+            labels, probabilities = labels.swapaxes(0, 1), probabilities.swapaxes(1, 2)
+        return np.ascontiguousarray(labels), np.ascontiguousarray(probabilities), time.perf_counter() - start
 
     def _write(self, output_dir: Path, loaded: LoadedCase, labels: np.ndarray, probabilities: np.ndarray | None,
                compute_seconds: float) -> CaseRecord:
