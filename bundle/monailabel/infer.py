@@ -13,6 +13,7 @@ What differs from MONAI Label's stock ``BundleInferTask``:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -116,9 +117,9 @@ class LMNetInferTask(BasicInferTask):
         cached = self._networks.get(device)
         if cached and cached[1] == mtime and cached[2] == path:
             return cached[0]
-        # a new network from the config's network_def for every weights file, loaded strictly and re-parameterized
-        network = deployed_network(self._parser.get_parsed_content("network_def", lazy=False), path,
-                                   torch.device(device))
+        # a copy of the config's network_def (the parsed one stays untouched: re-parsing the config would make new
+        # transforms, which Invertd would not recognise) for every weights file, loaded strictly, re-parameterized
+        network = deployed_network(copy.deepcopy(self._component("network_def")), path, torch.device(device))
         logger.info("%s: serving weights %s on %s", self.spec.name, path, device)
         self._networks[device] = (network, mtime, path)
         return network
