@@ -17,7 +17,7 @@ from monai.bundle import ConfigParser
 
 from .tasks import config_files
 
-__all__ = ["bundle_parser", "inference_parser", "bundle_run_command", "override_value"]
+__all__ = ["bundle_parser", "inference_parser", "parsed", "bundle_run_command", "override_value"]
 
 
 def bundle_parser(
@@ -25,9 +25,9 @@ def bundle_parser(
     extra_configs: Sequence[str | os.PathLike] = (),
 ) -> ConfigParser:
     """The parsed configs of ``task`` for workflow ``kind`` ("inference", "train", ...): ``configs/<kind>.json``, the
-    task's overlay, ``extra_configs``, then ``overrides`` (config id -> value, as ``monai.bundle run --id value``
-    sets them), with ``bundle_root`` set to the bundle's absolute path and the config's ``initialize`` run (the
-    bundle's package importable, seeds set).
+    task's overlay, ``extra_configs``, the metadata (as ``_meta_``), then ``overrides`` (config id -> value, as
+    ``monai.bundle run --id value`` sets them), with ``bundle_root`` set to the bundle's absolute path and the
+    config's ``initialize`` run (the bundle's package importable, seeds set).
 
     Raises:
         FileNotFoundError: ``bundle_root`` holds no ``configs/<kind>.json``.
@@ -35,6 +35,7 @@ def bundle_parser(
     root = Path(bundle_root).resolve()
     parser = ConfigParser()
     parser.read_config([str(p) for p in (*config_files(root, task, kind), *extra_configs)])
+    parser.read_meta(str(root / "configs" / "metadata.json"))  # "_meta_", as monai.bundle run loads it
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parser[key] = value
@@ -55,6 +56,21 @@ def inference_parser(
     if device is not None and str(device) != "auto":
         values["device"] = f"$torch.device({str(device)!r})"
     return bundle_parser(bundle_root, task, "inference", values)
+
+
+def parsed(parser: ConfigParser, config_id: str) -> object:
+    """``parser.get_parsed_content(config_id)``, with the error a user can act on: MONAI wraps an error raised while
+    building a component ("Failed to instantiate ...") in a RuntimeError; the innermost ``ValueError`` or
+    ``FileNotFoundError`` (a missing or replaced weights file, a bad setting) is raised instead."""
+    try:
+        return parser.get_parsed_content(config_id)
+    except RuntimeError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, (ValueError, FileNotFoundError)):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from err
 
 
 def override_value(value: object) -> str:

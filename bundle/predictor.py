@@ -103,12 +103,12 @@ class Predictor:
         """A predictor with the :class:`~bundle.segmenter.Segmenter` of the task's inference configs (plus
         ``overrides``: config id -> value; ``weights`` replaces ``ckpt_path``); the config supplies
         ``channel_index``, the segmenter ``class_names``, unless given in ``settings``."""
-        from .config import inference_parser
+        from .config import inference_parser, parsed
 
         parser = inference_parser(bundle_root, task, device, weights, overrides)
-        settings.setdefault("channel_index", parser.get_parsed_content("channel_index"))
-        settings.setdefault("inference_settings", parser.get_parsed_content("inference_settings"))
-        return cls.from_config(parser.get_parsed_content("segmenter"), bundle_root, **settings)
+        settings.setdefault("channel_index", parsed(parser, "channel_index"))
+        settings.setdefault("inference_settings", parsed(parser, "inference_settings"))
+        return cls.from_config(parsed(parser, "segmenter"), bundle_root, **settings)
 
     @classmethod
     def from_config(cls, segmenter: Segmenter, bundle_root: str | os.PathLike, channel_index: int = 0,

@@ -85,9 +85,9 @@ class Segmenter:
     ) -> Segmenter:
         """The ``segmenter`` of the task's inference configs under ``bundle_root`` with ``overrides`` (config ids ->
         values, as ``monai.bundle run --id value``); ``weights`` replaces ``ckpt_path``."""
-        from .config import inference_parser
+        from .config import inference_parser, parsed
 
-        return inference_parser(bundle_root, task, device, weights, overrides).get_parsed_content("segmenter")
+        return parsed(inference_parser(bundle_root, task, device, weights, overrides), "segmenter")
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

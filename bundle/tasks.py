@@ -1,4 +1,5 @@
-"""The bundle's segmentation tasks: names, descriptions, weights files and class names (what no config holds)."""
+"""The bundle's segmentation tasks: names, descriptions and weights files (what no config holds; the class names are
+``channel_def`` in ``configs/metadata.json``)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ __all__ = ["TaskSettings", "TASKS", "get_task", "config_files"]
 @dataclass(frozen=True)
 class TaskSettings:
     """What no config holds about a segmentation task; everything between reading and writing an image (sizes,
-    channels, intensities, flips, post-processing) is in ``configs/inference.json`` and the task's overlay.
+    channels, intensities, flips, post-processing) is in ``configs/inference.json`` and the task's overlay, the class
+    names in ``configs/metadata.json``.
 
     Attributes:
         name: task id used on the command line and as the overlay folder ``configs/<name>/``.
         description: one line for humans.
         weights: weights file relative to the bundle root.
-        class_names: output channel names, background first (as ``channel_def`` in ``configs/metadata.json``).
         training_dimension: 3 when the task's training config samples slices out of volumes (``configs/train.json``),
             2 when it trains on 2D images (an overlay that drops the slice sampling). Inference takes both.
     """
@@ -26,12 +27,7 @@ class TaskSettings:
     name: str
     description: str
     weights: str = "models/model.pt"
-    class_names: tuple[str, ...] = ("background", "lesion")
     training_dimension: int = 3
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 TASKS: dict[str, TaskSettings] = {
