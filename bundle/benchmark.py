@@ -23,6 +23,7 @@ __all__ = [
     "measure_latency",
     "measure_peak_memory",
     "module_time_share",
+    "profile_forward",
     "reference_models",
 ]
 
@@ -144,6 +145,60 @@ def module_time_share(model: nn.Module, input_shape: Sequence[int], module_type:
         for h in handles:
             h.remove()
     return spent[0] / total
+
+
+def profile_forward(
+    model: nn.Module, input_shape: Sequence[int], threads: int = 2, repeats: int = 5, top: int = 15
+) -> tuple[list[tuple[str, float, int]], list[tuple[str, float]]]:
+    """Where an eval-mode, no-grad forward pass spends its CPU time.
+
+    Returns:
+        ``(operators, modules)``: the ``top`` operators by self CPU time as ``(name, share of the total 0..1, calls per
+        forward)`` (``torch.profiler``, ``repeats`` passes after a warm-up), and every direct child module of
+        ``model`` as ``(name, share of the forward's wall time)`` (forward hooks), largest first.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.randn(*input_shape)
+    model.eval()
+    spent: dict[str, float] = {}
+    starts: dict[str, float] = {}
+
+    def timed(name: str):
+        def pre(module, args):
+            starts[name] = time.perf_counter()
+
+        def post(module, args, output):
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - starts[name]
+
+        return pre, post
+
+    try:
+        with torch.inference_mode():
+            model(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(repeats):
+                    model(x)
+            handles = []
+            for name, child in model.named_children():
+                pre, post = timed(name)
+                handles += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+            total_wall = time.perf_counter() - start
+            for handle in handles:
+                handle.remove()
+    finally:
+        torch.set_num_threads(previous)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    operators = [(e.key, e.self_cpu_time_total / total, e.count // repeats) for e in events[:top]]
+    modules = sorted(((name, t / total_wall) for name, t in spent.items()), key=lambda kv: kv[1], reverse=True)
+    return operators, modules
 
 
 def _status_kib(field: str) -> int:

@@ -4,6 +4,7 @@ Usage (from the repository root):
     python -m scripts.model_stats                 # the full table in docs/architecture.md (several minutes)
     python -m scripts.model_stats --quick         # batch 1, 2 threads, fewer runs (about a minute)
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
+    python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bundle.benchmark import (
     measure_latency,
     measure_peak_memory,
     module_time_share,
+    profile_forward,
     reference_models,
 )
 from bundle.networks import LMNet, reparameterize_model, to_channels_last
@@ -39,6 +41,24 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _print_profile(args: argparse.Namespace) -> int:
+    model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
+    shape = (1, args.in_channels, args.size, args.size)
+    operators, modules = profile_forward(model, shape, threads=2, repeats=args.repeats)
+    print(f"# LM-Net deployed forward, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
+          f"torch {torch.__version__}")
+    print(_row(["operator", "share of CPU time (%)", "calls per forward"]))
+    print(_row(["---"] * 3))
+    for name, share, calls in operators:
+        print(_row([name, f"{100 * share:.1f}", str(calls)]))
+    print()
+    print(_row(["module", "share of forward time (%)"]))
+    print(_row(["---"] * 2))
+    for name, share in modules:
+        print(_row([name, f"{100 * share:.1f}"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="square input side in pixels (default 256)")
@@ -47,9 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="batch 1 and 2 threads only, 3 runs, no memory column")
     parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's reference networks")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
+    if args.profile:
+        return _print_profile(args)
 
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]  # (batch, threads)
     repeats = 3 if args.quick else args.repeats
