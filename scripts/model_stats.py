@@ -5,6 +5,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --quick         # batch 1, 2 threads, fewer runs (about a minute)
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
     python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
+    python -m scripts.model_stats --ablations     # parameters and MACs of the paper's ablation switches
 """
 
 from __future__ import annotations
@@ -41,6 +42,31 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+ABLATIONS = [  # (paper table, constructor arguments)
+    ("paper's LM-Net", {}),
+    ("table 6: 3x3 branch only", {"branch_kernels": [[3, 3]]}),
+    ("table 6: 5x5 branch only", {"branch_kernels": [[5, 5]]}),
+    ("table 6: 5x5 + 3x3 branches", {"branch_kernels": [[5, 5], [3, 3]]}),
+    ("table 8: GFT on the last encoder feature", {"gft_input": "last"}),
+    ("table 8: no GFT", {"gft_input": "none"}),
+    ("tables 9-10: local pyramids without LFT", {"skips": "pyramid"}),
+    ("tables 9-10: plain U-Net skips", {"skips": "plain"}),
+]
+
+
+def _print_ablations(args: argparse.Namespace) -> int:
+    shape = (1, args.in_channels, args.size, args.size)
+    print(f"# {args.size} x {args.size}, {args.in_channels} input channel(s); MACs: {MAC_COUNTER}")
+    print(_row(["variant", "arguments", "params (M) training", "params (M) deployed", "MACs (G) deployed"]))
+    print(_row(["---"] * 5))
+    for name, kwargs in ABLATIONS:
+        net = LMNet(in_channels=args.in_channels, **kwargs)
+        deployed = reparameterize_model(net)
+        print(_row([name, str(kwargs) or "{}", f"{count_parameters(net) / 1e6:.2f}",
+                    f"{count_parameters(deployed) / 1e6:.2f}", f"{count_macs(deployed, shape) / 1e9:.2f}"]))
+    return 0
+
+
 def _print_profile(args: argparse.Namespace) -> int:
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
     shape = (1, args.in_channels, args.size, args.size)
@@ -67,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="batch 1 and 2 threads only, 3 runs, no memory column")
     parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's reference networks")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
+    parser.add_argument("--ablations", action="store_true",
+                        help="only parameters and MACs of the ablation switches (branch_kernels, gft_input, skips)")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     args = parser.parse_args(argv)
@@ -74,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     if args.profile:
         return _print_profile(args)
+    if args.ablations:
+        return _print_ablations(args)
 
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]  # (batch, threads)
     repeats = 3 if args.quick else args.repeats

@@ -20,13 +20,29 @@ SIZE_DIVISOR = 16  # four stride-2 stages
 MIN_INPUT_SIZE = 16
 
 
-def _stage(spatial_dims: int, in_ch: int, out_ch: int, ratio: float, se_reduction: int, deploy: bool) -> nn.Module:
+GFT_INPUTS = ("pyramid", "last", "none")
+SKIPS = ("lft", "pyramid", "plain")
+
+
+def _stage(
+    spatial_dims: int, in_ch: int, out_ch: int, ratio: float, se_reduction: int, deploy: bool, kernels: tuple
+) -> nn.Module:
     """Two multi-branch blocks (in -> out, out -> out), each expanding to ``ratio * out`` channels."""
     hidden = max(1, int(round(ratio * out_ch)))
     return nn.Sequential(
-        MultiBranchBlock(spatial_dims, in_ch, out_ch, hidden, se_reduction, deploy),
-        MultiBranchBlock(spatial_dims, out_ch, out_ch, hidden, se_reduction, deploy),
+        MultiBranchBlock(spatial_dims, in_ch, out_ch, hidden, se_reduction, deploy, kernels),
+        MultiBranchBlock(spatial_dims, out_ch, out_ch, hidden, se_reduction, deploy, kernels),
     )
+
+
+def _branch_kernels(value: Sequence | None, spatial_dims: int) -> tuple[tuple[int, ...], ...] | None:
+    """``branch_kernels`` as a tuple of per-axis kernels (an int k is k x k); ``None`` keeps the paper's branches."""
+    if value is None:
+        return None
+    kernels = tuple((int(k),) * spatial_dims if isinstance(k, int) else tuple(int(v) for v in k) for k in value)
+    if not kernels or any(len(k) != spatial_dims or min(k) < 1 or any(v % 2 == 0 for v in k) for k in kernels):
+        raise ValueError(f"branch_kernels must be one or more odd kernels of {spatial_dims} sizes, got {value!r}.")
+    return kernels
 
 
 def _as_level_tuple(value: int | Sequence[int], name: str) -> tuple[int, int, int, int]:
@@ -59,6 +75,14 @@ class LMNet(nn.Module):
         gft_depth: transformer layers in the GFT. Defaults to 1.
         mlp_ratio: MLP width of every transformer layer relative to its width. Defaults to 2.
         dropout: dropout in the transformer MLPs and the GFT attention projection. Defaults to 0.1.
+        branch_kernels: the depthwise kernels of the multi-branch blocks (paper table 6), e.g. ``[[3, 3]]`` or
+            ``[[5, 5], [3, 3]]``; re-parameterized into the largest. Defaults to ``None``: 5x5, 3x3, 3x1 and 1x3.
+        gft_input: what the GFT reads (paper table 8): ``"pyramid"`` (default: every encoder level pooled to the
+            bottleneck and concatenated), ``"last"`` (the bottleneck feature only) or ``"none"`` (no GFT: the
+            decoder starts from the bottleneck feature).
+        skips: the skip connections (paper tables 9-10): ``"lft"`` (default: an LFT on each local pyramid),
+            ``"pyramid"`` (the local pyramids without LFT) or ``"plain"`` (the encoder feature of the level, as in
+            a U-Net).
         deploy: build the re-parameterized (inference) form directly, to load converted weights strictly.
 
     Examples::
@@ -85,6 +109,9 @@ class LMNet(nn.Module):
         gft_depth: int = 1,
         mlp_ratio: float = 2.0,
         dropout: float = 0.1,
+        branch_kernels: Sequence[int | Sequence[int]] | None = None,
+        gft_input: str = "pyramid",
+        skips: str = "lft",
         deploy: bool = False,
     ) -> None:
         super().__init__()
@@ -102,46 +129,58 @@ class LMNet(nn.Module):
             raise ValueError(f"lft_kernel_size must be a positive odd int, got {lft_kernel_size}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if gft_input not in GFT_INPUTS:
+            raise ValueError(f"gft_input must be one of {GFT_INPUTS}, got {gft_input!r}.")
+        if skips not in SKIPS:
+            raise ValueError(f"skips must be one of {SKIPS}, got {skips!r}.")
+        kernels = _branch_kernels(branch_kernels, spatial_dims)
         heads = _as_level_tuple(lft_heads, "lft_heads")
-        for name, width, n in [("gft_heads", sum(f), gft_heads)] + [("lft_heads", f[i], heads[i]) for i in range(4)]:
+        gft_width = sum(f) if gft_input == "pyramid" else f[4]
+        checked = [("gft_heads", gft_width, gft_heads)] if gft_input != "none" else []
+        checked += [("lft_heads", f[i], heads[i]) for i in range(4)] if skips == "lft" else []
+        for name, width, n in checked:
             if n < 1 or width % n != 0:
                 raise ValueError(f"{name} ({n}) must be >= 1 and divide its transformer width ({width}).")
         self.spatial_dims = spatial_dims
         self.features = f
+        self.gft_input, self.skips = gft_input, skips
         self.size_divisor = SIZE_DIVISOR
         self.min_input_size = MIN_INPUT_SIZE
-        sd, r, se = spatial_dims, expansion_ratio, se_reduction
+        sd, r, se, kb = spatial_dims, expansion_ratio, se_reduction, kernels
 
-        self.enc1 = _stage(sd, in_channels, f[0], r, se, deploy)
-        self.enc2 = _stage(sd, f[1], f[1], r, se, deploy)
-        self.enc3 = _stage(sd, f[2], f[2], r, se, deploy)
-        self.enc4 = _stage(sd, f[3], f[3], r, se, deploy)
+        self.enc1 = _stage(sd, in_channels, f[0], r, se, deploy, kb)
+        self.enc2 = _stage(sd, f[1], f[1], r, se, deploy, kb)
+        self.enc3 = _stage(sd, f[2], f[2], r, se, deploy, kb)
+        self.enc4 = _stage(sd, f[3], f[3], r, se, deploy, kb)
         self.down1 = conv_layer(sd, f[0], f[1], 3, stride=2)
         self.down2 = conv_layer(sd, f[1], f[2], 3, stride=2)
         self.down3 = conv_layer(sd, f[2], f[3], 3, stride=2)
         self.down4 = conv_layer(sd, f[3], f[4], 3, stride=2)
 
         self.global_pools = nn.ModuleList([avg_pool_layer(sd, 2 ** (4 - i)) for i in range(4)])
-        self.gft = FeatureTransformer(sd, sum(f), f[4], gft_heads, gft_depth, mlp_ratio, dropout, kernel_size=None)
+        self.gft: nn.Module | None = None
+        if gft_input != "none":
+            self.gft = FeatureTransformer(sd, gft_width, f[4], gft_heads, gft_depth, mlp_ratio, dropout, None)
 
-        self.pyramid1 = LocalPyramid(sd, (f[0], f[1]), ("same", "up"), f[0], deploy)
-        self.pyramid2 = LocalPyramid(sd, (f[0], f[1], f[2]), ("down", "same", "up"), f[1], deploy)
-        self.pyramid3 = LocalPyramid(sd, (f[1], f[2], f[3]), ("down", "same", "up"), f[2], deploy)
-        self.pyramid4 = LocalPyramid(sd, (f[2], f[3]), ("down", "same"), f[3], deploy)
-        lft = [
-            FeatureTransformer(sd, f[i], f[i], heads[i], 1, mlp_ratio, dropout, lft_kernel_size)
-            for i in range(4)
-        ]
-        self.lft1, self.lft2, self.lft3, self.lft4 = lft
+        # skips: local pyramid i (None for plain U-Net skips) and its LFT (None without); the attribute names are the
+        # state-dict keys of the shipped weights
+        plain, lft = skips == "plain", skips == "lft"
+        self.pyramid1 = None if plain else LocalPyramid(sd, (f[0], f[1]), ("same", "up"), f[0], deploy)
+        self.pyramid2 = None if plain else LocalPyramid(sd, (f[0], f[1], f[2]), ("down", "same", "up"), f[1], deploy)
+        self.pyramid3 = None if plain else LocalPyramid(sd, (f[1], f[2], f[3]), ("down", "same", "up"), f[2], deploy)
+        self.pyramid4 = None if plain else LocalPyramid(sd, (f[2], f[3]), ("down", "same"), f[3], deploy)
+        lfts = [FeatureTransformer(sd, f[i], f[i], heads[i], 1, mlp_ratio, dropout, lft_kernel_size) if lft else None
+                for i in range(4)]
+        self.lft1, self.lft2, self.lft3, self.lft4 = lfts
 
         self.up4 = UpConv(sd, f[4], f[3])
         self.up3 = UpConv(sd, f[3], f[2])
         self.up2 = UpConv(sd, f[2], f[1])
         self.up1 = UpConv(sd, f[1], f[0])
-        self.dec4 = _stage(sd, f[3], f[3], r, se, deploy)
-        self.dec3 = _stage(sd, f[2], f[2], r, se, deploy)
-        self.dec2 = _stage(sd, f[1], f[1], r, se, deploy)
-        self.dec1 = _stage(sd, f[0], f[0], r, se, deploy)
+        self.dec4 = _stage(sd, f[3], f[3], r, se, deploy, kb)
+        self.dec3 = _stage(sd, f[2], f[2], r, se, deploy, kb)
+        self.dec2 = _stage(sd, f[1], f[1], r, se, deploy, kb)
+        self.dec1 = _stage(sd, f[0], f[0], r, se, deploy, kb)
         self.head = conv_layer(sd, f[0], out_channels, 1)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -167,17 +206,32 @@ class LMNet(nn.Module):
         x4 = self.enc4(self.down3(x3))
         x5 = self.down4(x4)
 
-        pooled: list[torch.Tensor] = []
-        encoder = [x1, x2, x3, x4]
-        for i, pool in enumerate(self.global_pools):
-            pooled.append(pool(encoder[i]))
-        pooled.append(x5)
-        g = self.gft(torch.cat(pooled, dim=1))
+        g = x5
+        if self.gft is not None:
+            if self.gft_input == "pyramid":
+                encoder = [x1, x2, x3, x4]
+                pooled: list[torch.Tensor] = []
+                for i, pool in enumerate(self.global_pools):
+                    pooled.append(pool(encoder[i]))
+                pooled.append(x5)
+                g = self.gft(torch.cat(pooled, dim=1))
+            else:
+                g = self.gft(x5)
 
-        l4 = self.lft4(self.pyramid4([x3, x4]))
-        l3 = self.lft3(self.pyramid3([x2, x3, x4]))
-        l2 = self.lft2(self.pyramid2([x1, x2, x3]))
-        l1 = self.lft1(self.pyramid1([x1, x2]))
+        # skips (written out per level: TorchScript takes no module as an argument)
+        l1, l2, l3, l4 = x1, x2, x3, x4
+        if self.pyramid1 is not None:
+            l1 = self.pyramid1([x1, x2])
+            l1 = self.lft1(l1) if self.lft1 is not None else l1
+        if self.pyramid2 is not None:
+            l2 = self.pyramid2([x1, x2, x3])
+            l2 = self.lft2(l2) if self.lft2 is not None else l2
+        if self.pyramid3 is not None:
+            l3 = self.pyramid3([x2, x3, x4])
+            l3 = self.lft3(l3) if self.lft3 is not None else l3
+        if self.pyramid4 is not None:
+            l4 = self.pyramid4([x3, x4])
+            l4 = self.lft4(l4) if self.lft4 is not None else l4
 
         d = self.dec4(self.up4(g) + l4)
         d = self.dec3(self.up3(d) + l3)

@@ -111,6 +111,12 @@ def test_reparameterize_twice_is_harmless_and_deploy_constructor_loads_strictly(
         ({"lft_kernel_size": 4}, "lft_kernel_size"),
         ({"dropout": 1.5}, "dropout"),
         ({"expansion_ratio": 0}, "expansion_ratio"),
+        ({"branch_kernels": [[4, 4]]}, "branch_kernels"),
+        ({"branch_kernels": [[3, 3, 3]]}, "branch_kernels"),
+        ({"branch_kernels": []}, "branch_kernels"),
+        ({"gft_input": "first"}, "gft_input"),
+        ({"skips": "dense"}, "skips"),
+        ({"gft_input": "last", "gft_heads": 7}, "gft_heads"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, name):
@@ -123,3 +129,42 @@ def test_input_smaller_than_16_raises(shape):
     net = LMNet(**SMALL)
     with pytest.raises(ValueError, match="input spatial size"):
         net(torch.randn(shape))
+
+
+# the paper's ablations (tables 6, 8, 9, 10) as constructor switches: parameters of the training form and of the
+# deployed form at the default widths (also listed by `python -m scripts.model_stats --ablations`)
+ABLATIONS = [
+    ({}, 5348438, 5313518),
+    ({"branch_kernels": [[3, 3]]}, 5295158, 5290478),
+    ({"branch_kernels": [[5, 5]]}, 5318198, 5313518),
+    ({"branch_kernels": [[5, 5], [3, 3]]}, 5334038, 5313518),
+    ({"gft_input": "last"}, 2980226, 2945306),
+    ({"gft_input": "none"}, 1681922, 1647002),
+    ({"skips": "pyramid"}, 5138198, 5103278),
+    ({"skips": "plain"}, 4671962, 4637402),
+]
+
+
+@pytest.mark.parametrize("kwargs,training,deployed", ABLATIONS, ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_ablation_parameter_counts(kwargs, training, deployed):
+    net = LMNet(**kwargs)
+    assert count_parameters(net) == training
+    assert count_parameters(reparameterize_model(net)) == deployed
+
+
+@pytest.mark.parametrize("kwargs", [a[0] for a in ABLATIONS], ids=lambda kw: str(kw) or "paper")
+def test_ablation_switch_trains_and_reparameterizes_exactly(kwargs):
+    torch.manual_seed(7)
+    net = LMNet(**{**SMALL, **kwargs}).train()
+    x = torch.randn(2, 1, 48, 32)
+    net(x).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]  # every parameter is in the graph
+    assert missing == [] and sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
+    net = _unit_scale(randomize_batchnorm(net, seed=8).eval(), x)
+    with torch.no_grad():
+        expected = net(x)
+        deployed = reparameterize_model(net)
+        assert (deployed(x) - expected).abs().max() <= 1e-4
+        fresh = LMNet(deploy=True, **{**SMALL, **kwargs}).eval()
+        fresh.load_state_dict(deployed.state_dict(), strict=True)
+        assert (fresh(x) - expected).abs().max() <= 1e-4

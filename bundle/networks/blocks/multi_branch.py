@@ -56,6 +56,7 @@ class MultiBranchBlock(nn.Module):
         hidden_channels: width of the expanded tensor the depthwise branches work on.
         se_reduction: squeeze-and-excitation reduction factor.
         deploy: build the deployed (fused) form directly.
+        branch_kernels: the depthwise branch kernels (``None``: the paper's, see ``default_branch_kernels``).
 
     Shapes: (B, in_channels, *S) -> (B, out_channels, *S).
     """
@@ -68,6 +69,7 @@ class MultiBranchBlock(nn.Module):
         hidden_channels: int,
         se_reduction: int = 4,
         deploy: bool = False,
+        branch_kernels: tuple | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -77,7 +79,7 @@ class MultiBranchBlock(nn.Module):
             raise ValueError(f"hidden_channels must be >= 1, got {hidden_channels}.")
         self.expand = ConvNorm(spatial_dims, in_channels, hidden_channels, 1, bias=True, deploy=deploy)
         self.expand_act = nn.Hardswish()
-        self.depthwise = MultiKernelDepthwiseConv(spatial_dims, hidden_channels, deploy=deploy)
+        self.depthwise = MultiKernelDepthwiseConv(spatial_dims, hidden_channels, branch_kernels, deploy=deploy)
         self.depthwise_act = get_act_layer("gelu")
         self.se = SqueezeExcitation(spatial_dims, hidden_channels, se_reduction)
         self.pointwise = conv_layer(spatial_dims, hidden_channels, out_channels, 1)
