@@ -81,7 +81,8 @@ class ComparisonRun:
         dataset_dir: the task's data folder.
         split_file: the split file (training / validation / test).
         out: this network's output folder.
-        settings: training settings for every network that follows the configs' recipe (``--bundle-arg``).
+        settings: settings of the configs for every network that follows the configs' recipe (``--bundle-arg``):
+            they apply to its training and to its inference (a setting one config lacks is unused there).
     """
 
     def __init__(self, name: str, task: str, dataset_dir: Path, split_file: Path, out: Path,
@@ -92,7 +93,12 @@ class ComparisonRun:
         self.overlay = out / "network.json"
         self.overlay.write_text(json.dumps({"network_def": {**self.spec.network_def, **_CHANNELS}}, indent=4) + "\n")
         own_recipe = self.spec.minutes is not None  # a recipe of its own: the shared settings do not apply
-        self.settings = {**({} if own_recipe else (settings or {})), **self.spec.train_settings}
+        from fire.parser import DefaultParseValue  # values as typed are read as monai.bundle run reads them
+
+        shared = {} if own_recipe else {k: DefaultParseValue(v) if isinstance(v, str) else v
+                                        for k, v in (settings or {}).items()}
+        self.settings = {**shared, **self.spec.train_settings}
+        self.inference_settings = {**shared, **self.spec.inference_settings}
         self.checkpoint: Path | None = None
 
     def training_command(self, run_dir: Path, epochs: int, val_interval: int, seconds: float) -> list[str]:
@@ -122,13 +128,17 @@ class ComparisonRun:
         start = time.perf_counter()
         text = self._run(self.training_command(self.out / "train", epochs, val_interval, minutes * 60),
                          self.out / "train.log")
-        return self._facts(self.out / "train", text, time.perf_counter() - start)
+        facts = self._facts(self.out / "train", text, time.perf_counter() - start)
+        (self.out / "train" / "wall_s.txt").write_text(f"{facts['wall_s']:.1f}\n")
+        return facts
 
     def adopt(self, run_dir: Path) -> dict:
-        """Use a finished training run of this network (its log beside it: ``<run_dir>.log`` or ``train.log``)."""
+        """Use a finished training run of this network (its log beside it: ``<run_dir>.log`` or ``train.log``;
+        its wall time from the ``wall_s.txt`` that :meth:`train` writes, if there)."""
         logs = [p for p in (run_dir.with_suffix(".log"), run_dir / "train.log") if p.is_file()]
         text = logs[0].read_text() if logs else ""
-        return self._facts(run_dir, text, math.nan)
+        wall = run_dir / "wall_s.txt"
+        return self._facts(run_dir, text, float(wall.read_text()) if wall.is_file() else math.nan)
 
     def _facts(self, run_dir: Path, log_text: str, wall: float) -> dict:
         name = "model.pt" if self.spec.validate else "model_final.pt"
@@ -145,8 +155,7 @@ class ComparisonRun:
 
         from .networks import reparameterize_model
 
-        parser = bundle_parser(BUNDLE_ROOT, self.task, "inference", dict(self.spec.inference_settings),
-                               [str(self.overlay)])
+        parser = bundle_parser(BUNDLE_ROOT, self.task, "inference", dict(self.inference_settings), [str(self.overlay)])
         network = parser.get_parsed_content("network_def").eval()
         if any(hasattr(m, "switch_to_deploy") for m in network.modules()):
             network = reparameterize_model(network)
@@ -159,7 +168,7 @@ class ComparisonRun:
         """Run the inference config on ``cases`` and write / return the metrics summary."""
         pred = self.out / "pred"
         run_inference(self.task, cases, self.dataset_dir, self.checkpoint, pred, (str(self.overlay),),
-                      self.spec.inference_settings)
+                      self.inference_settings)
         rows, slice_rows = evaluate(cases, self.dataset_dir, pred)
         return write_report(rows, self.out, slice_rows)
 

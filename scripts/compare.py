@@ -10,9 +10,11 @@ weights).
 
     python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --budget-minutes 120
     python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --models unet_plain
-    # LM-Net from a finished run of the same budget instead of training it again:
-    python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --budget-minutes 120 \
-        --lmnet-run outputs/lgg90/final
+    # train only (no test scoring yet), then score finished runs of the same budget without training them again:
+    python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --models lmnet --budget-minutes 120 \
+        --train-only --output outputs/compare_lmnet
+    python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --models lmnet basicunet \
+        --run lmnet=outputs/compare_lmnet/lgg/lmnet/train --run basicunet=outputs/compare_bunet/lgg/basicunet/train
 
 Columns: parameters, MACs for one slice at the network input, train s/epoch (median over the training epochs), epochs,
 training wall time, inference ms/slice (batch 1, `--threads` CPU threads, LM-Net re-parameterized), and on the test
@@ -46,16 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS), default=["lmnet", "basicunet", "unet_plain"])
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="training wall-clock budget of every network but unet_plain (15 minutes)")
-    parser.add_argument("--lmnet-run", type=Path, help="a finished LM-Net training run folder to score instead")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
+                        help="a finished training run folder of network NAME, scored instead of training it")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and stop: no cost, no test scoring (score later with --run)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the inference timing")
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "compare")
     parser.add_argument("--bundle-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting of the training config for every network (not unet_plain)")
+                        help="a setting of the configs (training and inference) for every network but unet_plain")
     args = parser.parse_args(argv)
     try:
         settings = parse_settings(args.bundle_arg)
+        finished = {name: folder for name, _, folder in (item.partition("=") for item in args.run)}
     except ValueError as err:
         parser.error(str(err))
+    unknown = sorted(set(finished) - set(args.models))
+    if unknown or not all(str(folder) for folder in finished.values()):
+        parser.error(f"--run takes NAME=DIR with NAME among --models; got {args.run}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     split_file = split_file_of(args.task, args.split_file).resolve()
@@ -65,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in args.models:
         run = ComparisonRun(name, args.task, args.dataset_dir.resolve(), split_file, out_root / name, settings)
-        if name == "lmnet" and args.lmnet_run is not None:
-            trained = run.adopt(args.lmnet_run.resolve())
-        else:
-            trained = run.train(args.budget_minutes)
+        trained = run.adopt(Path(finished[name]).resolve()) if name in finished else run.train(args.budget_minutes)
+        if args.train_only:
+            results[name] = trained
+            logger.info("%s trained: %s", name, trained)
+            continue
         results[name] = {**trained, **run.cost(args.threads), "summary": run.score(cases)}
         logger.info("%s done: %s", name, {k: v for k, v in results[name].items() if k != "summary"})
+    if args.train_only:
+        (out_root / "trained.json").write_text(json.dumps(results, indent=4) + "\n")
+        return 0
     text = table(results, args.threads)
     (out_root / "table.md").write_text(text + "\n")
     (out_root / "results.json").write_text(json.dumps(results, indent=4) + "\n")

@@ -252,3 +252,40 @@ def test_failure_causes_name_what_went_wrong():
     both[12:20, 12:20, :] = 1  # the lesion found, and a larger false region kept
     assert failure_cause(both, gt).startswith("false region kept: 256 of 306")
     assert failure_cause(np.zeros_like(gt), np.zeros_like(gt)) == "no lesion, none predicted"
+
+
+def test_comparison_runs_end_to_end_on_synthetic_volumes(synthetic_lgg, tmp_path):
+    """scripts.compare trains a network through the configs (probe epoch, budgeted run) and stops there with
+    --train-only; --run then scores that finished run (inference config on the test split) without training it again,
+    and prints the table with every column filled."""
+    from bundle.data.datalist import build_datalist, write_datalist
+    from scripts import compare
+
+    split = write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.17, 0.33)), tmp_path / "split.json")
+    common = ["--task", "lgg", "--dataset-dir", str(synthetic_lgg), "--split-file", str(split),
+              "--models", "basicunet", "--threads", "1", "--bundle-arg", "roi_size=[32,32]",
+              "--bundle-arg", "num_workers=0", "--bundle-arg", "tta_flips=[]"]
+    trained_dir = tmp_path / "trained"
+    assert compare.main([*common, "--budget-minutes", "0.3", "--output", str(trained_dir), "--train-only"]) == 0
+    run_dir = trained_dir / "lgg" / "basicunet" / "train"
+    trained = json.loads((trained_dir / "lgg" / "trained.json").read_text())["basicunet"]
+    assert trained["epochs"] >= 1 and trained["wall_s"] > 0 and (run_dir / "checkpoints" / "model.pt").is_file()
+    assert not (trained_dir / "lgg" / "table.md").exists() and not (run_dir.parent / "pred").exists()
+
+    scored = tmp_path / "scored"
+    assert compare.main([*common, "--output", str(scored), "--run", f"basicunet={run_dir}"]) == 0
+    assert not (scored / "lgg" / "basicunet" / "probe").exists()  # nothing trained again
+    run = json.loads((scored / "lgg" / "results.json").read_text())["basicunet"]
+    assert run["epochs"] == trained["epochs"] and run["wall_s"] == pytest.approx(trained["wall_s"], abs=0.1)
+    assert run["s_per_epoch"] > 0 and run["ms_per_slice"] > 0
+    assert 0 <= run["summary"]["dice/all"]["mean"] <= 1 and "mdice/slices" in run["summary"]
+    table_text = (scored / "lgg" / "table.md").read_text()
+    assert "MONAI BasicUNet" in table_text and "n/a |" not in table_text.split("\n")[2].split("|")[4]
+
+
+def test_comparison_refuses_a_run_of_a_network_it_does_not_compare(tmp_path):
+    from scripts import compare
+
+    with pytest.raises(SystemExit):
+        compare.main(["--task", "lgg", "--dataset-dir", str(tmp_path), "--models", "basicunet",
+                      "--run", f"lmnet={tmp_path}"])
