@@ -24,6 +24,7 @@ from monai.transforms import Compose
 from .checkpoints import load_weights
 from .device import resolve_device
 from .networks import reparameterize_model, to_channels_last
+from .runtimes import runtime_network
 from .settings import as_bool
 
 __all__ = ["Segmenter", "deployed_network"]
@@ -57,6 +58,8 @@ class Segmenter:
         device: the config's ``device``, or "auto".
         amp: automatic mixed precision (CUDA only), the config's ``amp``.
         class_names: output classes, background first.
+        runtime: "torch" or "openvino" (CPU), the config's ``runtime`` (:mod:`bundle.runtimes`).
+        precision: "fp32" or "bf16" (CPU), the config's ``precision``.
 
     Shapes of ``__call__``: (H, W) or (H, W, D) -> labels uint8 of the same shape, probabilities float32
     (num_classes, H, W[, D]).
@@ -66,11 +69,12 @@ class Segmenter:
         self, network: nn.Module, weights: str | os.PathLike | None, image_transforms: Sequence[Callable],
         inferer: Callable, score_transforms: Sequence[Callable], label_transforms: Sequence[Callable],
         device: str | torch.device = "auto", amp: bool = False,
-        class_names: Sequence[str] = ("background", "lesion"),
+        class_names: Sequence[str] = ("background", "lesion"), runtime: str = "torch", precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         self.amp = as_bool(amp, "amp") and self.device.type == "cuda"
-        self.network = deployed_network(network, weights, self.device)
+        self.network = runtime_network(deployed_network(network, weights, self.device), runtime, precision, weights,
+                                       self.device)
         self.weights = None if weights is None else str(weights)
         self.image_transforms = Compose(list(image_transforms))
         self.inferer = inferer

@@ -32,7 +32,7 @@ logger = logging.getLogger("scripts.predict")
 # the inference config's named settings, as command-line flags of the same name (values parsed as monai.bundle run
 # parses them: python-fire)
 CONFIG_SETTINGS = ("roi_size", "sw_batch_size", "tta_flips", "intensity_percentiles", "keep_largest_component",
-                   "min_lesion_size", "channel_index", "context_slices", "amp")
+                   "min_lesion_size", "channel_index", "context_slices", "amp", "runtime", "precision")
 
 
 def _formats(text: str) -> tuple[str, ...]:

@@ -1,0 +1,181 @@
+"""Inference runtimes for the deployed network: PyTorch (default) or OpenVINO on the CPU, fp32 or bfloat16.
+
+The inference config's ``runtime`` (``"torch"`` | ``"openvino"``) and ``precision`` (``"fp32"`` | ``"bf16"``) settings
+select one; :func:`runtime_network` wraps the re-parameterized network accordingly and both the ``Segmenter`` (batch
+predictor, Python API, MONAI Label) and the config's evaluator (``RuntimeHandler``) run the wrapper, so every path
+gives the same labels for the same settings.
+
+OpenVINO (``pip install openvino``, the ``openvino`` extra) converts the deployed PyTorch network with a fixed
+spatial input shape (the slices the inferer feeds: ``roi_size``) and a dynamic batch. The converted model is cached
+beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, the input shape and the
+OpenVINO version (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second
+run skips the conversion. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference (AMX / AVX512-BF16 CPUs; on
+others the plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA, reduced precision is the
+``amp`` setting (fp16 autocast), as before.
+
+The agreement of each runtime / precision with PyTorch fp32 is measured by ``scripts/runtime_agreement.py`` on the
+real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoints import sha256_file
+
+__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "runtime_network", "OpenVINONetwork", "RuntimeHandler"]
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "openvino")
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    """Raise ``ValueError`` naming the choices when ``runtime`` or ``precision`` is not one of them, and
+    ``ImportError`` with the install command when OpenVINO is asked for but missing."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if runtime == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError as err:
+            raise ImportError("runtime 'openvino' needs the openvino package: pip install 'openvino==2026.4.1' "
+                              "(or the bundle's 'openvino' extra).") from err
+
+
+class _TorchBF16(nn.Module):
+    """The network under CPU bfloat16 autocast; outputs in fp32."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.network(x).float()
+
+
+def _cache_root(weights: str | os.PathLike) -> Path:
+    beside = Path(weights).resolve().parent / "openvino"
+    with contextlib.suppress(OSError):
+        beside.mkdir(exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=beside, prefix=".probe", delete=True)
+        probe.close()
+        return beside
+    fallback = Path(os.environ.get("LMNET_CACHE_DIR", Path.home() / ".cache" / "lmnet")) / "openvino"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+class OpenVINONetwork(nn.Module):
+    """A deployed network run by OpenVINO's CPU plugin: (B, C, *S) float tensor -> (B, classes, *S) fp32 tensor.
+
+    One OpenVINO model per input shape (batch dynamic), converted on first use, cached on disk when ``weights`` is
+    given (see the module docstring), compiled with ``INFERENCE_PRECISION_HINT`` f32 or bf16.
+
+    Args:
+        network: the deployed (re-parameterized) PyTorch network, eval mode, on the CPU.
+        precision: "fp32" or "bf16".
+        weights: the weights file the network holds (names the cache); ``None``: convert in memory, no cache.
+        threads: CPU threads for OpenVINO (``None``: PyTorch's current setting).
+    """
+
+    def __init__(self, network: nn.Module, precision: str = "fp32", weights: str | os.PathLike | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        check_runtime("openvino", precision)
+        import openvino as ov
+
+        self.network = network.eval()
+        self.precision = precision
+        self.weights = None if weights is None else Path(weights)
+        self.threads = threads
+        self._core = ov.Core()
+        self._compiled: dict[tuple[int, ...], object] = {}
+        self._digest = None if weights is None else sha256_file(weights)
+
+    def _model_for(self, shape: tuple[int, ...]):
+        import openvino as ov
+
+        example = torch.zeros((1, *shape))
+        partial = ov.PartialShape([-1, *shape])
+        if self._digest is None:
+            return ov.convert_model(self.network, example_input=example, input=[partial])
+        name = f"{self._digest[:16]}_{'x'.join(map(str, shape))}_ov{ov.__version__.split('-')[0]}"
+        xml = _cache_root(self.weights) / f"{name}.xml"
+        if xml.is_file() and xml.with_suffix(".bin").is_file():
+            logger.info("OpenVINO model from the cache: %s", xml)
+            return self._core.read_model(xml)
+        logger.info("converting the network to OpenVINO for input %s (cached as %s)", shape, xml)
+        model = ov.convert_model(self.network, example_input=example, input=[partial])
+        with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".converting") as tmp:
+            ov.save_model(model, Path(tmp) / xml.name, compress_to_fp16=False)
+            shutil.move(str(Path(tmp) / xml.with_suffix(".bin").name), xml.with_suffix(".bin"))
+            shutil.move(str(Path(tmp) / xml.name), xml)  # the .xml last: its presence means both are whole
+        return model
+
+    def _compiled_for(self, shape: tuple[int, ...]):
+        if shape not in self._compiled:
+            config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+                      "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
+            self._compiled[shape] = self._core.compile_model(self._model_for(shape), "CPU", config)
+        return self._compiled[shape]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise ValueError(f"the OpenVINO runtime runs on the CPU; got a tensor on {x.device}.")
+        compiled = self._compiled_for(tuple(x.shape[1:]))
+        result = compiled(x.detach().float().contiguous().numpy())[0]
+        return torch.from_numpy(result.copy())
+
+
+def runtime_network(network: nn.Module, runtime: str = "torch", precision: str = "fp32",
+                    weights: str | os.PathLike | None = None, device: torch.device | None = None) -> nn.Module:
+    """``network`` (deployed, eval mode) as ``runtime`` / ``precision`` run it: itself for torch fp32, under CPU
+    bfloat16 autocast for torch bf16, an :class:`OpenVINONetwork` for openvino.
+
+    Raises:
+        ValueError: an unknown runtime or precision, or openvino / bf16 asked for on a CUDA device (use ``amp``).
+        ImportError: openvino is not installed.
+    """
+    check_runtime(runtime, precision)
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    if on_cuda and (runtime != "torch" or precision != "fp32"):
+        raise ValueError(f"runtime {runtime!r} / precision {precision!r} are CPU settings; on CUDA use runtime "
+                         "'torch', precision 'fp32' and the amp setting for fp16.")
+    if runtime == "openvino":
+        return OpenVINONetwork(network, precision, weights)
+    return _TorchBF16(network) if precision == "bf16" else network
+
+
+class RuntimeHandler:
+    """At ``STARTED`` (attach it after the ``CheckpointLoader`` and the ``ReparameterizeHandler``), replace the
+    evaluator's network by :func:`runtime_network` of it; with runtime torch and precision fp32 nothing changes."""
+
+    def __init__(self, runtime: str = "torch", precision: str = "fp32", weights: str | os.PathLike | None = None,
+                 device: torch.device | str | None = None) -> None:
+        check_runtime(runtime, precision)
+        self.runtime, self.precision, self.weights, self.device = runtime, precision, weights, device
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine) -> None:
+        if (self.runtime, self.precision) == ("torch", "fp32"):
+            return
+        engine.network = runtime_network(engine.network, self.runtime, self.precision, self.weights or None,
+                                         self.device)
+        logger.info("inference runtime %s, precision %s", self.runtime, self.precision)

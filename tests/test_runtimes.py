@@ -1,0 +1,115 @@
+"""The OpenVINO runtime and bfloat16 precision (bundle.runtimes): choices checked, agreement with PyTorch fp32 on a
+real-shaped input with the shipped weights, the converted model cached beside the weights, and the same labels from
+the config's evaluator, its predictor entry and the Segmenter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bundle.config import bundle_run_command
+from bundle.runtimes import OpenVINONetwork, check_runtime, runtime_network
+from bundle.segmenter import Segmenter
+from tests.conftest import ROOT, SHARED_DATA
+
+pytest.importorskip("openvino")
+
+
+def _flair_slab() -> np.ndarray:
+    """Four 256 x 256 FLAIR slices through a lesion: from a shared LGG patient when the data is here, else a
+    synthetic volume of the same shape and value range."""
+    case = SHARED_DATA / "lgg" / "TCGA_CS_4941_19960909_image.nii.gz"
+    if case.is_file():
+        label = np.asarray(nib.load(str(case).replace("_image", "_label")).dataobj)
+        middle = int(np.argmax(label.reshape(-1, label.shape[-1]).sum(0)))
+        return np.asarray(nib.load(case).dataobj)[..., middle - 2 : middle + 2].astype(np.float32)
+    from bundle.data.synthetic import make_synthetic_volume
+
+    image, _ = make_synthetic_volume((256, 256, 4), 3)
+    image = np.asarray(image[..., 1], dtype=np.float32)  # the FLAIR channel
+    return 255 * (image - image.min()) / (image.max() - image.min())
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A copy of the shipped LGG weights in a folder of its own (the OpenVINO cache goes beside it)."""
+    folder = tmp_path_factory.mktemp("weights")
+    return shutil.copy(ROOT / "models" / "model.pt", folder / "model.pt")
+
+
+def test_choices_are_checked():
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        check_runtime("tensorrt", "fp32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        check_runtime("torch", "fp16")
+    with pytest.raises(ValueError, match="CPU settings; on CUDA"):
+        runtime_network(torch.nn.Identity(), "openvino", "fp32", device=torch.device("cuda"))
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Segmenter.from_bundle(ROOT, "lgg", device="cpu", overrides={"runtime": "onnx"})
+
+
+@pytest.mark.parametrize(("runtime", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
+def test_agrees_with_pytorch_fp32_on_a_real_shaped_input(weights, runtime, precision):
+    slab = _flair_slab()
+    settings = {"tta_flips": []}
+    reference_labels, reference_scores = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights, settings)(slab)
+    segmenter = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights,
+                                      {**settings, "runtime": runtime, "precision": precision})
+    labels, scores = segmenter(slab)
+    assert reference_labels.sum() > 100  # a lesion is found, so the agreement means something
+    assert (labels == reference_labels).mean() >= 0.999
+    both = 2 * np.logical_and(labels, reference_labels).sum() / (labels.sum() + reference_labels.sum())
+    assert both >= 0.99
+    if precision == "fp32":
+        assert np.abs(scores - reference_scores).max() < 1e-3
+
+
+def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
+    from bundle.networks import LMNet, reparameterize_model
+
+    torch.manual_seed(0)
+    network = reparameterize_model(LMNet().eval())
+    state = tmp_path / "w.pt"
+    torch.save(network.state_dict(), state)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        expected = network(x)
+    with caplog.at_level(logging.INFO, logger="bundle.runtimes"):
+        first = OpenVINONetwork(network, "fp32", state)(x)
+        cached = sorted(p.name for p in (tmp_path / "openvino").iterdir())
+        second = OpenVINONetwork(network, "fp32", state)(torch.cat([x, x]))  # another batch size, same model
+    assert [Path(name).suffix for name in cached] == [".bin", ".xml"] and "_1x64x64_ov" in cached[1]
+    assert "OpenVINO model from the cache" in caplog.text
+    assert torch.allclose(first, expected, atol=1e-4) and torch.allclose(second[:2], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        OpenVINONetwork(network, "fp32")(x.to("meta"))
+
+
+def test_the_config_runs_openvino_as_the_segmenter_does(weights, tmp_path):
+    """``monai.bundle run`` (evaluator) and ``run predict`` with runtime openvino write the labels the Segmenter gives
+    with the same settings."""
+    slab = _flair_slab()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(slab.astype(np.uint8), np.eye(4)), inputs / "case_image.nii.gz")
+    values = {"runtime": "openvino", "tta_flips": [], "num_workers": 0}
+    expected, _ = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights, values)(slab.astype(np.uint8))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for run_id in ("run", "predict"):
+        out = tmp_path / run_id
+        cmd = bundle_run_command(ROOT, "lgg", "inference", {**values, "ckpt_path": str(weights),
+                                 "dataset_dir": str(inputs), "output_dir": str(out)}, run_id=run_id)
+        result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        written = sorted(out.rglob("*.nii.gz"))
+        assert written, f"{run_id} wrote nothing"
+        labels = np.asarray(nib.load(written[0]).dataobj)
+        assert (labels.reshape(expected.shape) == expected).mean() >= 0.999, run_id
