@@ -113,3 +113,21 @@ def test_the_config_runs_openvino_as_the_segmenter_does(weights, tmp_path):
         assert written, f"{run_id} wrote nothing"
         labels = np.asarray(nib.load(written[0]).dataobj)
         assert (labels.reshape(expected.shape) == expected).mean() >= 0.999, run_id
+
+
+def test_agreement_script_scores_each_variant_against_fp32(synthetic_lgg, weights, tmp_path):
+    import json
+
+    from bundle.data.datalist import build_datalist, write_datalist
+    from scripts import runtime_agreement
+
+    split = write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.17, 0.33)), tmp_path / "split.json")
+    code = runtime_agreement.main(["--task", "lgg", "--dataset-dir", str(synthetic_lgg), "--split-file", str(split),
+                                   "--weights", str(weights), "--variants", "openvino fp32",
+                                   "--output", str(tmp_path / "out"), "--bundle-arg", "tta_flips=[]",
+                                   "--bundle-arg", "num_workers=0", "--bundle-arg", "roi_size=[64,64]"])
+    variants = json.loads((tmp_path / "out" / "agreement.json").read_text())["variants"]
+    assert set(variants) == {"torch fp32", "openvino fp32"}
+    assert variants["torch fp32"]["voxel_agreement"] == 1.0 and variants["torch fp32"]["dice_difference"] == 0
+    assert variants["openvino fp32"]["voxel_agreement"] >= 0.999 and variants["openvino fp32"]["validated"]
+    assert code == 0
