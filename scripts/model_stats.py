@@ -6,6 +6,8 @@ Usage (from the repository root):
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
     python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
     python -m scripts.model_stats --ablations     # parameters and MACs of the paper's ablation switches
+    python -m scripts.model_stats --runtimes      # every network x runtime (eager, torch.compile, OpenVINO) x
+                                                  # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import logging
 import platform
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -85,6 +88,106 @@ def _print_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_NETWORKS = ("LM-Net deployed", "MONAI UNet (64..1024, 2 res units)", "MONAI BasicUNet (32..256)",
+                    "MONAI SwinUNETR 2D (feature 24)")
+
+
+class _BF16Autocast(torch.nn.Module):
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.network(x).float()
+
+
+def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) -> torch.nn.Module:
+    from bundle.runtimes import OpenVINONetwork
+
+    if runtime == "openvino":
+        return OpenVINONetwork(model, precision, threads=threads)
+    runner = _BF16Autocast(model) if precision == "bf16" else model
+    return torch.compile(runner) if runtime == "torch.compile" else runner
+
+
+def _print_runtimes(args: argparse.Namespace) -> int:
+    """One table: every network in every runtime and precision; then the best path of each, and seconds per
+    256 x 256 x 40 volume through the predictor."""
+    settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]
+    runtimes = ["eager", "openvino"] if args.quick else ["eager", "torch.compile", "openvino"]
+    repeats = 3 if args.quick else args.repeats
+    builders = {"LM-Net deployed": lambda: to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))}
+    if not args.lmnet_only:
+        builders.update({k: v for k, v in reference_models(args.in_channels, 2).items() if k in RUNTIME_NETWORKS})
+    print(f"# {args.size} x {args.size}, torch {torch.__version__}, {platform.processor() or platform.machine()}; "
+          f"median ms of {repeats} forwards after warm-up; one run, so compare ratios")
+    header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
+    print(_row(header))
+    print(_row(["---"] * len(header)))
+    best: dict[str, tuple[float, str]] = {}
+    for name, build in builders.items():
+        model = build().eval()
+        for runtime in runtimes:
+            for precision in ("fp32", "bf16"):
+                cells = [name, runtime, precision]
+                for batch, threads in settings:
+                    try:
+                        runner = _runner(model, runtime, precision, threads)
+                        shape = (batch, args.in_channels, args.size, args.size)
+                        ms = measure_latency(runner, shape, threads, repeats, warmup=2)
+                    except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
+                        logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
+                        cells.append("fails")
+                        continue
+                    cells.append(f"{ms:.1f}")
+                    if (batch, threads) == settings[min(1, len(settings) - 1)]:
+                        key = f"{runtime} {precision}"
+                        if name not in best or ms < best[name][0]:
+                            best[name] = (ms, key)
+                        if (runtime, precision) == ("eager", "fp32"):
+                            best.setdefault(name + " eager fp32", (ms, key))
+                print(_row(cells), flush=True)
+    b, t = settings[min(1, len(settings) - 1)]
+    print(f"\n# best path per network at b{b} t{t} (LM-Net's bf16 / OpenVINO paths are offered where "
+          f"docs/results/lgg_runtime_agreement.json validates them)")
+    print(_row(["network", "best path", "ms", "LM-Net best / this best", "LM-Net eager fp32 / this eager fp32"]))
+    print(_row(["---"] * 5))
+    lm_best, lm_eager = best["LM-Net deployed"][0], best["LM-Net deployed eager fp32"][0]
+    for name in builders:
+        ms, key = best[name]
+        print(_row([name, key, f"{ms:.1f}", f"{lm_best / ms:.2f}", f"{lm_eager / best[name + ' eager fp32'][0]:.2f}"]))
+    if not args.lmnet_only:
+        _print_volume_seconds(args)
+    return 0
+
+
+def _print_volume_seconds(args: argparse.Namespace) -> None:
+    """Seconds per 256 x 256 x 40 FLAIR-like volume through the predictor with the shipped LGG weights."""
+    import time
+
+    import numpy as np
+
+    from bundle.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 255, (256, 256, 40)).astype(np.float32)
+    print("\n# seconds per 256 x 256 x 40 volume through the predictor (shipped LGG weights, 2 threads, CPU)")
+    print(_row(["runtime", "precision", "flip averaging", "s / volume"]))
+    print(_row(["---"] * 4))
+    torch.set_num_threads(2)
+    for runtime, precision in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
+        for flips in ([1], []):
+            predictor = Predictor.from_bundle(BUNDLE_ROOT, "lgg", device="cpu", overrides={
+                "tta_flips": flips, "runtime": runtime, "precision": precision})
+            predictor.predict_array(volume[..., :2])  # warm-up (and the OpenVINO conversion)
+            start = time.perf_counter()
+            predictor.predict_array(volume)
+            print(_row([runtime, precision, "left-right" if flips else "off", f"{time.perf_counter() - start:.2f}"]),
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="square input side in pixels (default 256)")
@@ -95,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
     parser.add_argument("--ablations", action="store_true",
                         help="only parameters and MACs of the ablation switches (branch_kernels, gft_input, skips)")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="only the runtime table: eager / torch.compile / OpenVINO x fp32 / bf16, and s / volume")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     args = parser.parse_args(argv)
@@ -104,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return _print_profile(args)
     if args.ablations:
         return _print_ablations(args)
+    if args.runtimes:
+        return _print_runtimes(args)
 
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]  # (batch, threads)
     repeats = 3 if args.quick else args.repeats
