@@ -39,7 +39,7 @@ def export_onnx(
         model: an ``LMNet`` (training or re-parameterized form); it is put in eval mode.
         path: output ``.onnx`` file.
         in_channels: channels of the example input.
-        spatial_size: (H, W) of the example input.
+        spatial_size: (H, W) or (D, H, W) of the example input.
         opset_version: ONNX opset.
 
     Returns:

@@ -56,11 +56,17 @@ class LMNet(nn.Module):
     """LM-Net: multi-branch CNN encoder/decoder with a Global Feature Transformer (GFT) on the global feature
     pyramid and a Local Feature Transformer (LFT, neighborhood attention) on each local pyramid.
 
-    The network pads its input inside (replicate padding, centred) to a multiple of 16 and crops the logits back,
-    so any input of at least 16 pixels a side works and the output has the input's spatial size.
+    The network pads its input inside (replicate padding, centred) to a multiple of 16 on every axis and crops the
+    logits back, so any input of at least 16 pixels (voxels) a side works and the output has the input's size.
+
+    In 3D every block is its volumetric analogue: 5x5x5 / 3x3x3 / axis-aligned 3-tap depthwise branches
+    re-parameterized into one 5x5x5 kernel, trilinear up-sampling in the pyramids, the GFT on all voxel tokens of
+    the pyramid (scaled dot-product attention) and k x k x k neighborhood attention in the LFTs. Every level halves
+    every axis, so a volume needs at least 16 voxels on each axis (thin ones are padded): for thick-slice volumes
+    resample to a more isotropic spacing first (e.g. ``Spacingd`` in the config) rather than padding a few slices.
 
     Args:
-        spatial_dims: number of spatial dimensions; only 2 is supported (the LFT's neighborhood attention is 2D).
+        spatial_dims: 2 (images, slices) or 3 (volumes).
         in_channels: input channels.
         out_channels: output channels (logits, no activation).
         features: the five widths f0..f4 of the encoder levels (full resolution to 1/16). Defaults to
@@ -92,7 +98,12 @@ class LMNet(nn.Module):
         >>> net(torch.rand(1, 1, 250, 317)).shape
         torch.Size([1, 2, 250, 317])
 
-    Shapes of ``forward``: (B, in_channels, H, W) -> (B, out_channels, H, W), H, W >= 16.
+        # 2 classes from a 1-channel volume
+        >>> LMNet(spatial_dims=3)(torch.rand(1, 1, 40, 48, 20)).shape
+        torch.Size([1, 2, 40, 48, 20])
+
+    Shapes of ``forward``: (B, in_channels, H, W) -> (B, out_channels, H, W), H, W >= 16; in 3D (B, in_channels,
+    D, H, W) -> (B, out_channels, D, H, W), each >= 16.
     """
 
     def __init__(
@@ -115,8 +126,8 @@ class LMNet(nn.Module):
         deploy: bool = False,
     ) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"spatial_dims must be 2 (LM-Net's neighborhood attention is 2D), got {spatial_dims}.")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
@@ -184,21 +195,26 @@ class LMNet(nn.Module):
         self.head = conv_layer(sd, f[0], out_channels, 1)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        """Check the size and replicate-pad (centred) H and W to multiples of 16; returns the padding used."""
-        h, w = x.shape[-2], x.shape[-1]
+        """Check the size and replicate-pad (centred) every spatial axis to a multiple of 16; returns the padding
+        in ``F.pad`` order (last axis first: left, right, then the axis before, ...)."""
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"expected a (B, C, *spatial) input with {self.spatial_dims} spatial axes "
+                             f"(spatial_dims={self.spatial_dims}), got {x.dim()} axes.")
         m, d = self.min_input_size, self.size_divisor
-        if h < m or w < m:
-            raise ValueError(f"input spatial size must be at least {m} a side, got {h} x {w}.")
-        ph = (d - h % d) % d
-        pw = (d - w % d) % d
-        pad = [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2]
-        if ph == 0 and pw == 0:
+        sizes = [int(s) for s in x.shape[2:]]
+        if min(sizes) < m:
+            raise ValueError(f"input spatial size must be at least {m} a side, got {sizes}.")
+        pad: list[int] = []
+        for i in range(len(sizes) - 1, -1, -1):
+            p = (d - sizes[i] % d) % d
+            pad += [p // 2, p - p // 2]
+        if sum(pad) == 0:
             return x, pad
         return F.pad(x, pad, mode="replicate"), pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) -> logits (B, out_channels, H, W)."""
-        h, w = x.shape[-2], x.shape[-1]
+        """(B, in_channels, *S) -> logits (B, out_channels, *S), S = (H, W) or (D, H, W)."""
+        sizes = [int(s) for s in x.shape[2:]]
         x, pad = self._pad(x)
         x1 = self.enc1(x)
         x2 = self.enc2(self.down1(x1))
@@ -238,4 +254,6 @@ class LMNet(nn.Module):
         d = self.dec2(self.up2(d) + l2)
         d = self.dec1(self.up1(d) + l1)
         out = self.head(d)
-        return out[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w]
+        if self.spatial_dims == 3:
+            return out[:, :, pad[4] : pad[4] + sizes[0], pad[2] : pad[2] + sizes[1], pad[0] : pad[0] + sizes[2]]
+        return out[:, :, pad[2] : pad[2] + sizes[0], pad[0] : pad[0] + sizes[1]]

@@ -101,7 +101,7 @@ def test_reparameterize_twice_is_harmless_and_deploy_constructor_loads_strictly(
 @pytest.mark.parametrize(
     "kwargs,name",
     [
-        ({"spatial_dims": 3}, "spatial_dims"),
+        ({"spatial_dims": 4}, "spatial_dims"),
         ({"spatial_dims": 1}, "spatial_dims"),
         ({"in_channels": 0}, "in_channels"),
         ({"features": (8, 16, 32, 64)}, "features"),

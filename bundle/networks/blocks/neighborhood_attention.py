@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .layers import check_heads
 
-__all__ = ["NeighborhoodAttention", "neighborhood_attention_2d"]
+__all__ = ["NeighborhoodAttention", "neighborhood_attention_2d", "neighborhood_attention_3d"]
 
 
 def _check_kernel_size(kernel_size: int) -> None:
@@ -205,12 +205,73 @@ def neighborhood_attention_2d(
     return out.reshape(b, nh, d, h, w).permute(0, 1, 3, 4, 2)
 
 
-class NeighborhoodAttention(nn.Module):
-    """Multi-head 2D neighborhood self-attention (Hassani et al., 2022), as used by LM-Net's Local Feature Transformer.
+def neighborhood_attention_3d(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, scale: float | None = None,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Multi-head 3D neighborhood attention with NATTEN's border rule: every voxel attends to the k x k x k voxels
+    around it, the window shifting inward at the border (an axis shorter than k is covered whole).
 
-    Fused q/k/v linear projection, :func:`neighborhood_attention_2d` (no relative position bias), dropout on the
-    attention weights, and an output linear projection. Channel ``c`` of q, k and v belongs to head
-    ``c // (C / heads)``.
+    Plain PyTorch: for each of the k^3 window offsets, the keys / values at that offset of every voxel are gathered
+    with one ``index_select`` per axis (nested, so the depth and height gathers are shared by the inner offsets);
+    no per-voxel loop, no (D*H*W)^2 tensor. Autograd differentiates it; it scripts and exports to ONNX.
+
+    Args:
+        q: queries, (B, heads, D, H, W, d).
+        k: keys, same shape as ``q``.
+        v: values, same shape as ``q``.
+        kernel_size: odd window size k; clipped per axis to the axis length.
+        scale: logit scale; ``None`` means ``d ** -0.5``.
+        dropout: dropout probability on the attention weights (pass 0 in eval mode).
+
+    Returns:
+        (B, heads, D, H, W, d): for each query, the softmax(q . k * scale)-weighted sum of the values in its window.
+
+    Raises:
+        ValueError: ``kernel_size`` not a positive odd integer, or q/k/v not 6D tensors of one shape.
+    """
+    _check_kernel_size(kernel_size)
+    if q.dim() != 6 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must all have shape (B, heads, D, H, W, d), got {list(q.shape)}, "
+                         f"{list(k.shape)}, {list(v.shape)}.")
+    b, nh, depth, h, w, d = q.shape
+    kd, kh, kw = min(kernel_size, depth), min(kernel_size, h), min(kernel_size, w)
+    q_scale = float(d) ** -0.5 if scale is None else scale
+    q = (q * q_scale).reshape(b * nh, depth, h, w, d)
+    k = k.reshape(b * nh, depth, h, w, d)
+    v = v.reshape(b * nh, depth, h, w, d)
+    starts_d = _row_starts(depth, kd, q.device)
+    starts_h = _row_starts(h, kh, q.device)
+    starts_w = _row_starts(w, kw, q.device)
+    logits: list[torch.Tensor] = []
+    for a in range(kd):
+        k_a = k.index_select(1, starts_d + a)
+        for bb in range(kh):
+            k_ab = k_a.index_select(2, starts_h + bb)
+            for c in range(kw):
+                logits.append((q * k_ab.index_select(3, starts_w + c)).sum(-1))
+    attn = torch.stack(logits, -1).softmax(-1)  # (N, D, H, W, kd * kh * kw), offsets row-major
+    if dropout > 0:
+        attn = torch.nn.functional.dropout(attn, dropout)
+    out = torch.zeros_like(q)
+    offset = 0
+    for a in range(kd):
+        v_a = v.index_select(1, starts_d + a)
+        for bb in range(kh):
+            v_ab = v_a.index_select(2, starts_h + bb)
+            for c in range(kw):
+                out = out + attn[..., offset : offset + 1] * v_ab.index_select(3, starts_w + c)
+                offset += 1
+    return out.reshape(b, nh, depth, h, w, d)
+
+
+class NeighborhoodAttention(nn.Module):
+    """Multi-head neighborhood self-attention (Hassani et al., 2022), as used by LM-Net's Local Feature Transformer,
+    in 2D or 3D (by the input's rank).
+
+    Fused q/k/v linear projection, :func:`neighborhood_attention_2d` / :func:`neighborhood_attention_3d` (no relative
+    position bias), dropout on the attention weights, and an output linear projection. Channel ``c`` of q, k and v
+    belongs to head ``c // (C / heads)``.
 
     Args:
         hidden_size: channels C.
@@ -219,7 +280,7 @@ class NeighborhoodAttention(nn.Module):
         qkv_bias: bias in the fused q/k/v projection.
         dropout_rate: dropout probability on the attention weights.
 
-    Shapes: channels-last (B, H, W, C) -> (B, H, W, C).
+    Shapes: channels-last (B, H, W, C) -> (B, H, W, C), or (B, D, H, W, C) -> (B, D, H, W, C).
 
     Raises:
         ValueError: ``num_heads`` < 1, ``hidden_size`` not divisible by ``num_heads``, ``kernel_size`` not a positive
@@ -243,8 +304,13 @@ class NeighborhoodAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropout = self.attn_drop.p if self.training else 0.0
+        if x.dim() == 5:
+            b, depth, h, w, c = x.shape
+            qkv = self.qkv(x).reshape(b, depth, h, w, 3, self.num_heads, self.head_dim).permute(4, 0, 5, 1, 2, 3, 6)
+            out = neighborhood_attention_3d(qkv[0], qkv[1], qkv[2], self.kernel_size, self.scale, dropout)
+            return self.proj(out.permute(0, 2, 3, 4, 1, 5).reshape(b, depth, h, w, c))
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h, w, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
-        dropout = self.attn_drop.p if self.training else 0.0
         out = neighborhood_attention_2d(qkv[0], qkv[1], qkv[2], self.kernel_size, self.scale, dropout)
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, c))

@@ -78,7 +78,7 @@ class FeatureTransformer(nn.Module):
     """Convolutional embedding + transformer layers (+ optional 1x1 output conv), on channel-first feature maps.
 
     Args:
-        spatial_dims: 2 (neighborhood attention is 2D only; global attention works for any dims).
+        spatial_dims: 2 or 3.
         in_channels: channels of the (concatenated) pyramid features, also the transformer width.
         out_channels: output channels; a 1x1 conv maps to it when given and different from ``in_channels``.
         num_heads: attention heads.
