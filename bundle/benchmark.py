@@ -29,7 +29,7 @@ __all__ = [
 
 MAC_COUNTER = (
     "torch.utils.flop_counter.FlopCounterMode (FLOPs / 2: convs, linear layers, matmuls, SDPA attention products) "
-    "+ neighborhood-attention products counted analytically (2 x B x H x W x C x k^2)"
+    "+ neighborhood-attention products counted analytically (2 x B x H x W x C x k^2; 3D: x D x k)"
 )
 
 
@@ -61,8 +61,11 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     extra = [0]
 
     def neighborhood_macs(module: NeighborhoodAttention, args, output) -> None:
-        b, h, w, c = args[0].shape  # Q.K and A.V: each pixel meets kh * kw keys over C channels
-        extra[0] += 2 * b * h * w * c * min(module.kernel_size, h) * min(module.kernel_size, w)
+        shape = args[0].shape  # (B, *S, C): Q.K and A.V, each position meets the keys of its window over C channels
+        window = 1
+        for size in shape[1:-1]:
+            window *= min(module.kernel_size, size)
+        extra[0] += 2 * shape[:-1].numel() * shape[-1] * window
 
     attention = [m for m in model.modules() if isinstance(m, NeighborhoodAttention)]
     handles = [m.register_forward_hook(neighborhood_macs) for m in attention]

@@ -6,6 +6,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
     python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
     python -m scripts.model_stats --ablations     # parameters and MACs of the paper's ablation switches
+    python -m scripts.model_stats --volumes       # 3D: LM-Net 3D beside MONAI's 3D UNet, SegResNet, SwinUNETR
     python -m scripts.model_stats --runtimes      # every network x runtime (eager, torch.compile, OpenVINO) x
                                                   # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
 """
@@ -188,6 +189,56 @@ def _print_volume_seconds(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+VOLUME_NETWORKS = {  # 3D peers, as MONAI's tutorials configure them
+    "MONAI UNet 3D (16..256, 2 res units)": {"_target_": "monai.networks.nets.UNet",
+                                             "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2],
+                                             "num_res_units": 2},
+    "MONAI SegResNet (8 filters)": {"_target_": "monai.networks.nets.SegResNet", "init_filters": 8},
+    "MONAI SwinUNETR 3D (feature 48)": {"_target_": "monai.networks.nets.SwinUNETR", "feature_size": 48},
+}
+
+
+def _print_volumes(args: argparse.Namespace) -> int:
+    """The 3D cost table: parameters, MACs and latency of one 96^3 window, and seconds per LGG-like 256 x 256 x 32
+    volume through MONAI's sliding-window inferer (roi 96 x 96 x 32, overlap 0.25, Gaussian blending)."""
+    import time
+
+    from monai.inferers import SlidingWindowInferer
+
+    from bundle.benchmark import network_from_def
+
+    dims = {"spatial_dims": 3, "in_channels": args.in_channels, "out_channels": 2}
+    builders = {"LM-Net 3D training form": partial(LMNet, **dims),
+                "LM-Net 3D deployed": lambda: to_channels_last(reparameterize_model(LMNet(**dims)))}
+    if not args.lmnet_only:
+        builders.update({name: partial(network_from_def, {**config, **dims})
+                         for name, config in VOLUME_NETWORKS.items()})
+    window = (1, args.in_channels, 96, 96, 96)
+    volume = torch.randn(1, args.in_channels, 256, 256, 32)
+    inferer = SlidingWindowInferer(roi_size=(96, 96, 32), sw_batch_size=1, overlap=0.25, mode="gaussian")
+    repeats = 2 if args.quick else 3
+    print(f"# 3D, {args.in_channels} input channel(s), 2 classes; torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, 2 threads; MACs: {MAC_COUNTER}")
+    header = ["model", "params (M)", "MACs (G) 96^3", "ms 96^3 b1", "s / 256x256x32 volume (sliding window)"]
+    if not args.quick:
+        header.append("peak MiB 96^3 b1")
+    print(_row(header))
+    print(_row(["---"] * len(header)))
+    for name, build in builders.items():
+        model = build().eval()
+        cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, window) / 1e9:.1f}",
+                 f"{measure_latency(model, window, threads=2, repeats=repeats, warmup=1):.0f}"]
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            inferer(volume, model)
+            cells.append(f"{time.perf_counter() - start:.1f}")
+        if not args.quick:
+            cells.append(f"{measure_peak_memory(build, window, threads=2):.0f}")
+        print(_row(cells), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256, help="square input side in pixels (default 256)")
@@ -198,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
     parser.add_argument("--ablations", action="store_true",
                         help="only parameters and MACs of the ablation switches (branch_kernels, gft_input, skips)")
+    parser.add_argument("--volumes", action="store_true",
+                        help="only the 3D table: LM-Net 3D vs MONAI's 3D UNet, SegResNet, SwinUNETR (96^3, 256x256x32)")
     parser.add_argument("--runtimes", action="store_true",
                         help="only the runtime table: eager / torch.compile / OpenVINO x fp32 / bf16, and s / volume")
     parser.add_argument("--profile", action="store_true",
@@ -211,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return _print_ablations(args)
     if args.runtimes:
         return _print_runtimes(args)
+    if args.volumes:
+        return _print_volumes(args)
 
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]  # (batch, threads)
     repeats = 3 if args.quick else args.repeats
