@@ -1,5 +1,5 @@
-"""An inferer that runs the 2D network on 2D images and slice by slice on 3D volumes, optionally averaging the
-logits over mirrored inputs (flip test-time augmentation)."""
+"""Inferers: the 2D network on 2D images and slice by slice on volumes, the 3D network on whole volumes by sliding
+window, optionally averaging the logits over mirrored inputs (flip test-time augmentation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-__all__ = ["SliceWiseInferer", "FlipAveraged", "PlainTensorInferer", "plain_tensor"]
+__all__ = ["SliceWiseInferer", "VolumeInferer", "FlipAveraged", "PlainTensorInferer", "plain_tensor"]
 
 
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +87,43 @@ class SliceWiseInferer(Inferer):
         if inputs.ndim == 5:
             return self.volume_inferer(inputs, network, *args, **kwargs)
         raise ValueError(f"expected a batch of 2D images (B, C, H, W) or volumes (B, C, H, W, D), got {inputs.shape}.")
+
+
+class VolumeInferer(Inferer):
+    """A 3D network on whole volumes: MONAI's ``SlidingWindowInferer`` with ``roi_size`` (H, W, D) windows, on plain
+    tensors (see :func:`plain_tensor`), with optional in-plane flip averaging (:class:`FlipAveraged`). A volume
+    smaller than the window on an axis is padded by the inferer and cropped back.
+
+    Args:
+        roi_size: (H, W, D) window of the 3D network.
+        sw_batch_size: windows per forward pass.
+        overlap: fraction of a window shared with its neighbours.
+        mode: blending of overlapping windows, "gaussian" (default) or "constant".
+        tta_flips: in-plane axes (0 = H, 1 = W) to mirror; empty (the default) runs the network once.
+
+    Shapes: (B, C, H, W, D) -> (B, K, H, W, D).
+    """
+
+    def __init__(
+        self, roi_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.25, mode: str = "gaussian",
+        tta_flips: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        if len(roi_size) != 3:
+            raise ValueError(f"roi_size must be (H, W, D) for volumes, got {roi_size!r}.")
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
+        self.inferer = SlidingWindowInferer(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
+                                            mode=mode)
+        self.tta_flips = check_flips(tta_flips)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        inputs = plain_tensor(inputs)
+        if inputs.ndim != 5:
+            raise ValueError(f"expected a batch of volumes (B, C, H, W, D), got shape {tuple(inputs.shape)}.")
+        if self.tta_flips:
+            network = FlipAveraged(network, self.tta_flips)
+        return self.inferer(inputs, network, *args, **kwargs)
 
 
 class PlainTensorInferer(Inferer):

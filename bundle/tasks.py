@@ -36,6 +36,11 @@ TASKS: dict[str, TaskSettings] = {
         description="FLAIR abnormality in low-grade glioma brain MRI (one FLAIR channel, slice by slice)",
         weights="models/model.pt",
     ),
+    "lgg3d": TaskSettings(
+        name="lgg3d",
+        description="FLAIR abnormality in low-grade glioma brain MRI, whole volumes with a 3D LM-Net (sliding window)",
+        weights="models/lgg3d/model.pt",
+    ),
     "busi": TaskSettings(
         name="busi",
         description="Breast lesion in 2D B-mode ultrasound (one grayscale channel)",

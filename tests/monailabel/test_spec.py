@@ -14,8 +14,11 @@ from .helpers import ROOT
 
 def test_models_follow_the_bundle_tasks(tmp_path):
     specs = model_specs(ROOT, tmp_path / "out")
-    assert list(specs) == ["lmnet_lgg", "lmnet_busi"]
+    assert list(specs) == ["lmnet_lgg", "lmnet_lgg3d", "lmnet_busi"]
     lgg, busi = specs["lmnet_lgg"], specs["lmnet_busi"]
+    assert [p.relative_to(ROOT).as_posix() for p in specs["lmnet_lgg3d"].inference_configs] == [
+        "configs/inference.json", "configs/lgg3d/inference.json"]
+    assert specs["lmnet_lgg3d"].weights == ROOT / "models" / "lgg3d" / "model.pt"  # none shipped: not served
     assert [p.relative_to(ROOT).as_posix() for p in lgg.inference_configs] == ["configs/inference.json"]
     assert [p.relative_to(ROOT).as_posix() for p in busi.inference_configs] == [
         "configs/inference.json", "configs/busi/inference.json"]
