@@ -22,12 +22,14 @@ class TaskSettings:
         weights: weights file relative to the bundle root.
         training_dimension: 3 when the task's training config samples slices out of volumes (``configs/train.json``),
             2 when it trains on 2D images (an overlay that drops the slice sampling). Inference takes both.
+        shipped: whether the bundle ships weights for the task (else it is trained by the user: ``--weights``).
     """
 
     name: str
     description: str
     weights: str = "models/model.pt"
     training_dimension: int = 3
+    shipped: bool = True
 
 
 TASKS: dict[str, TaskSettings] = {
@@ -40,6 +42,7 @@ TASKS: dict[str, TaskSettings] = {
         name="lgg3d",
         description="FLAIR abnormality in low-grade glioma brain MRI, whole volumes with a 3D LM-Net (sliding window)",
         weights="models/lgg3d/model.pt",
+        shipped=False,
     ),
     "busi": TaskSettings(
         name="busi",
