@@ -51,7 +51,8 @@ class Predictor:
         segmenter: callable ``image -> (labels, probabilities)`` on a float32 (H, W) image or (H, W, D) volume,
             e.g. :class:`bundle.segmenter.SliceSegmenter`.
         formats: outputs to write, a subset of ("nifti", "dicom-seg", "png"); default all three.
-        channel_index: channel taken from 4D (H, W, D, C) volumes (default 0; the LGG task uses 1 = FLAIR).
+        channel_index: channel taken from 4D (H, W, D, C) volumes (default 0; the LGG task uses 1 = FLAIR);
+            ``None`` for a network that takes RGB 2D images (the kvasir task): images are read in colour.
         class_names: names of the output classes, background first (default: the segmenter's task, else
             ("background", "lesion")); non-background classes become the DICOM SEG's segments.
         save_probabilities: also write class probabilities as NIfTI (default False).
@@ -69,7 +70,7 @@ class Predictor:
     """
 
     def __init__(
-        self, segmenter: Segmenter, formats: Sequence[str] = FORMATS, channel_index: int = 0,
+        self, segmenter: Segmenter, formats: Sequence[str] = FORMATS, channel_index: int | None = 0,
         class_names: Sequence[str] | None = None, save_probabilities: bool = False, overlay_slices: int = 3,
         continue_prediction: bool = False, num_parts: int = 1, part_id: int = 0, num_readers: int = 2,
         prefetch: int = 2, num_writers: int = 1, quiet: bool = False, software_version: str = "unknown",
@@ -78,8 +79,8 @@ class Predictor:
         for name, value in (("num_readers", num_readers), ("prefetch", prefetch), ("num_writers", num_writers)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}.")
-        if channel_index < 0:
-            raise ValueError(f"channel_index must be >= 0, got {channel_index}.")
+        if channel_index is not None and channel_index < 0:
+            raise ValueError(f"channel_index must be >= 0 or None (RGB images), got {channel_index}.")
         select_part([], num_parts, part_id)  # validates the split
         if class_names is None:
             class_names = getattr(segmenter, "class_names", ("background", "lesion"))
@@ -119,7 +120,7 @@ class Predictor:
         metadata = Path(bundle_root) / "configs" / "metadata.json"
         if "software_version" not in settings and metadata.is_file():
             settings["software_version"] = str(json.loads(metadata.read_text()).get("version", "unknown"))
-        return cls(segmenter, channel_index=int(channel_index), **settings)
+        return cls(segmenter, channel_index=None if channel_index is None else int(channel_index), **settings)
 
     def settings(self) -> dict:
         """The settings as plain data (written to ``arguments.json``)."""
@@ -133,12 +134,18 @@ class Predictor:
         }
 
     def predict_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment an in-memory (H, W) image, (H, W, D) volume or (H, W, D, C) volume (``channel_index`` is taken).
+        """Segment an in-memory (H, W) image, (H, W, D) volume or (H, W, D, C) volume (``channel_index`` is taken);
+        with ``channel_index`` None, an (H, W, 3) RGB image.
 
         Returns:
             (labels uint8 with the spatial shape, probabilities float32 (num_classes, *spatial shape)).
         """
         image = np.asarray(image)
+        if self.channel_index is None:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"this task's network takes (H, W, 3) RGB images, got shape {image.shape}.")
+            labels, probabilities = self.segmenter(np.ascontiguousarray(image, dtype=np.float32), color=True)
+            return labels.astype(np.uint8, copy=False), probabilities
         if image.ndim == 4:
             if not 0 <= self.channel_index < image.shape[3]:
                 raise ValueError(f"channel_index {self.channel_index} is out of range for shape {image.shape}.")

@@ -94,12 +94,21 @@ class Segmenter:
         return parsed(inference_parser(bundle_root, task, device, weights, overrides), "segmenter")
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Segment a (H, W) image or a (H, W, D) volume (slices along the last axis); any numeric dtype."""
+    def __call__(self, image: np.ndarray, color: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Segment a (H, W) image or a (H, W, D) volume (slices along the last axis), or with ``color`` an (H, W, C)
+        colour image (channels last, as image files hold them); any numeric dtype."""
         image = np.asarray(image)
-        if image.ndim not in (2, 3):
+        if color:
+            if image.ndim != 3:
+                raise ValueError(f"a colour image must be (H, W, C), got shape {image.shape}.")
+            pixels = torch.as_tensor(np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32))
+            data = {"image": MetaTensor(pixels)}
+            spatial = image.shape[:2]
+        elif image.ndim not in (2, 3):
             raise ValueError(f"image must be 2D (H, W) or 3D (H, W, D), got shape {image.shape}.")
-        data = {"image": MetaTensor(torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))[None])}
+        else:
+            data = {"image": MetaTensor(torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))[None])}
+            spatial = image.shape
         data = self.image_transforms(data)
         x = data["image"].to(self.device)[None]
         with torch.autocast(self.device.type, enabled=self.amp):
@@ -109,6 +118,6 @@ class Segmenter:
         data = self.score_transforms(data)
         probabilities = np.asarray(torch.as_tensor(data["pred"]), dtype=np.float32)
         labels = np.asarray(torch.as_tensor(self.label_transforms(data)["pred"]))[0].astype(np.uint8)
-        if labels.shape != image.shape:
+        if labels.shape != spatial:
             raise RuntimeError(f"the inference pipeline returned labels of shape {labels.shape} for {image.shape}.")
         return labels, probabilities

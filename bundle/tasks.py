@@ -50,6 +50,13 @@ TASKS: dict[str, TaskSettings] = {
         weights="models/busi/model.pt",
         training_dimension=2,
     ),
+    "kvasir": TaskSettings(
+        name="kvasir",
+        description="Polyp in colonoscopy frames (Kvasir-SEG: RGB images, images/ + masks/)",
+        weights="models/kvasir/model.pt",
+        training_dimension=2,
+        shipped=False,
+    ),
 }
 
 

@@ -7,13 +7,13 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import KeepLargestConnectedComponent, MapTransform, Resized, SaveImage
+from monai.transforms import KeepLargestConnectedComponent, MapTransform, RandomizableTransform, Resized, SaveImage
 
 from .settings import as_bool
 
 __all__ = [
-    "SelectChanneld", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond", "SaveLabeld",
-    "keep_largest_lesion", "filter_lesions",
+    "SelectChanneld", "RandColorJitterd", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond",
+    "SaveLabeld", "keep_largest_lesion", "filter_lesions",
 ]
 
 
@@ -23,13 +23,13 @@ class SelectChanneld(MapTransform):
 
     Args:
         keys: keys of the channel-first images.
-        index: the channel to keep when there is more than one.
+        index: the channel to keep when there is more than one; ``None`` keeps every channel (RGB images).
         allow_missing_keys: do not fail on missing keys.
 
-    Shapes: (C, *S) -> (1, *S).
+    Shapes: (C, *S) -> (1, *S); with ``index`` None unchanged.
     """
 
-    def __init__(self, keys: KeysCollection, index: int = 0, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, index: int | None = 0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.index = index
 
@@ -38,12 +38,87 @@ class SelectChanneld(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             channels = img.shape[0]
-            if channels == 1:
+            if channels == 1 or self.index is None:
                 continue
             if not -channels <= self.index < channels:
                 source = getattr(img, "meta", {}).get("filename_or_obj", key)
                 raise ValueError(f"{source}: channel {self.index} asked for, but the image has {channels} channels.")
             d[key] = img[self.index : self.index + 1]
+        return d
+
+
+class RandColorJitterd(RandomizableTransform, MapTransform):
+    """Colour jitter of channel-first RGB images with values in [0, 1], as torchvision's ``ColorJitter`` (the
+    paper's augmentation 6): with probability ``prob``, brightness, contrast, saturation and hue change by random
+    factors, in random order; the result is clipped to [0, 1]. Images with another number of channels pass
+    unchanged.
+
+    - brightness: ``x * b``, b uniform in [1 - brightness, 1 + brightness];
+    - contrast: ``mean + (x - mean) * c`` around the mean grey level;
+    - saturation: ``grey + (x - grey) * s`` around each pixel's grey level (ITU-R 601 luma);
+    - hue: the chroma rotated by ``2 pi h`` radians, h uniform in [-hue, hue] (a rotation in YIQ space).
+
+    Args:
+        keys: keys of (3, *S) images.
+        brightness, contrast, saturation: jitter strengths in [0, 1).
+        hue: in [0, 0.5].
+        prob: probability of jittering an image.
+    """
+
+    _LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self, keys: KeysCollection, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
+                 hue: float = 0.2, prob: float = 0.2, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        for name, value, top in (("brightness", brightness, 1), ("contrast", contrast, 1),
+                                 ("saturation", saturation, 1), ("hue", hue, 0.5)):
+            if not 0 <= value <= top:
+                raise ValueError(f"{name} must be in [0, {top}], got {value}.")
+        self.strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
+
+    def _grey(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.tensor(self._LUMA, dtype=x.dtype, device=x.device).reshape(3, *([1] * (x.ndim - 1)))
+        return (x * weights).sum(0, keepdim=True)
+
+    def _hue(self, x: torch.Tensor, turn: float) -> torch.Tensor:
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                              dtype=x.dtype, device=x.device)
+        cos, sin = float(np.cos(2 * np.pi * turn)), float(np.sin(2 * np.pi * turn))
+        rotate = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=x.dtype, device=x.device)
+        matrix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
+        return torch.einsum("ij,j...->i...", matrix, x)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        order = self.R.permutation(4)
+        factors = {name: self.R.uniform(1 - v, 1 + v) if name != "hue" else self.R.uniform(-v, v)
+                   for name, v in self.strengths.items()}
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] != 3:
+                continue
+            x = torch.as_tensor(img, dtype=torch.float32)
+            for step in order:
+                name = ("brightness", "contrast", "saturation", "hue")[step]
+                if name == "brightness":
+                    x = x * factors[name]
+                elif name == "contrast":
+                    mean = self._grey(x).mean()
+                    x = mean + (x - mean) * factors[name]
+                elif name == "saturation":
+                    grey = self._grey(x)
+                    x = grey + (x - grey) * factors[name]
+                elif factors[name] != 0:
+                    x = self._hue(x, factors[name])
+                x = x.clamp(0.0, 1.0)
+            if isinstance(img, torch.Tensor):
+                d[key] = img.clone().copy_(x) if hasattr(img, "meta") else x.to(img.dtype)
+            else:
+                d[key] = x.numpy().astype(np.asarray(img).dtype)
         return d
 
 

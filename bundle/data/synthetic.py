@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-__all__ = ["make_synthetic_volume", "make_synthetic_image", "write_synthetic_lgg", "write_synthetic_busi"]
+__all__ = ["make_synthetic_volume", "make_synthetic_image", "make_synthetic_polyp", "write_synthetic_lgg",
+           "write_synthetic_busi", "write_synthetic_kvasir"]
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], passes: int = 3) -> np.ndarray:
@@ -64,6 +65,36 @@ def make_synthetic_image(shape: tuple[int, int], seed: int, lesion: bool = True)
         img = np.where(mask, 35.0 + 8.0 * _smooth_noise(rng, shape, passes=1), img)
     img = img * rng.gamma(8.0, 1 / 8.0, shape)  # speckle
     return np.clip(img, 0, 255).astype(np.uint8), (mask * 255).astype(np.uint8)
+
+
+def make_synthetic_polyp(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic colonoscopy frame: RGB uint8 (H, W, 3), pinkish mucosa with a redder, brighter polyp, and its
+    mask uint8 (H, W) with values {0, 255}."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    grid = list(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"))
+    centre = np.array([rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w])
+    radii = np.array([rng.uniform(0.12, 0.25) * h, rng.uniform(0.12, 0.25) * w])
+    mask = _ellipse(grid, centre, radii) < 1.0
+    texture = 20.0 * _smooth_noise(rng, shape, passes=2)
+    mucosa = np.stack([170.0 + texture, 90.0 + texture, 80.0 + 0.5 * texture], axis=-1)
+    polyp = np.stack([215.0 + texture, 70.0 + 0.5 * texture, 60.0 + 0.5 * texture], axis=-1)
+    image = np.where(mask[..., None], polyp, mucosa) * rng.uniform(0.9, 1.1)
+    return np.clip(image, 0, 255).astype(np.uint8), (mask * 255).astype(np.uint8)
+
+
+def write_synthetic_kvasir(root: str | os.PathLike, n_cases: int = 8, shape: tuple[int, int] = (72, 88),
+                           seed: int = 0) -> Path:
+    """Write synthetic cases in the ``kvasir`` layout: ``images/<id>.jpg`` (RGB) and ``masks/<id>.jpg`` (JPEG, so
+    with compression noise around 0 and 255, as the real masks)."""
+    root = Path(root)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i in range(n_cases):
+        image, mask = make_synthetic_polyp(shape, seed * 1000 + i)
+        Image.fromarray(image).save(root / "images" / f"cju{i:04d}.jpg", quality=90)
+        Image.fromarray(np.repeat(mask[..., None], 3, -1)).save(root / "masks" / f"cju{i:04d}.jpg", quality=75)
+    return root
 
 
 def write_synthetic_lgg(

@@ -28,7 +28,8 @@ MAX_VOXELS = 1 << 28  # 268 M voxels (1 GiB as float32): larger inputs are refus
 
 @dataclass
 class LoadedCase:
-    """A case ready for the network: ``image`` float32 (H, W) or (H, W, D), its geometry, and for DICOM the
+    """A case ready for the network: ``image`` float32 (H, W) or (H, W, D), or (H, W, 3) for a colour 2D image
+    (``color``: read for a task whose network takes RGB, ``channel_index`` None), its geometry, and for DICOM the
     source headers that the SEG writer references."""
 
     case: Case
@@ -36,10 +37,11 @@ class LoadedCase:
     geometry: Geometry
     dicom: DicomSource | None = None
     read_seconds: float = 0.0
+    color: bool = False
 
     @property
     def is_volume(self) -> bool:
-        return self.image.ndim == 3
+        return self.image.ndim == 3 and not self.color
 
 
 def select_channel(shape: tuple[int, ...], channel_index: int, path: Path) -> tuple[int, ...] | None:
@@ -117,7 +119,9 @@ def _read_itk(path: Path, channel_index: int) -> tuple[np.ndarray, Geometry]:
     return data, Geometry(affine, tuple(float(s) for s in spacing))
 
 
-def _read_2d(path: Path) -> tuple[np.ndarray, Geometry]:
+def _read_2d(path: Path, color: bool = False) -> tuple[np.ndarray, Geometry]:
+    """A 2D image as float32 (H, W), luminance for colour files; with ``color`` as (H, W, 3) RGB (a grey image is
+    repeated into the three channels)."""
     try:
         with Image.open(path) as img:
             frames = int(getattr(img, "n_frames", 1))
@@ -125,6 +129,10 @@ def _read_2d(path: Path) -> tuple[np.ndarray, Geometry]:
                 raise CaseError(path, f"{frames} pages/frames: expected one 2D image")
             img.load()
             mode = img.mode
+            if color:
+                rgb = img if mode == "RGB" else img.convert("RGB")  # palette, RGBA, L, ... -> RGB
+                data = np.asarray(rgb, dtype=np.float32)
+                return data, Geometry(np.eye(4), (1.0, 1.0), spacing_known=False)
             gray = img if mode in _GRAY_MODES else img.convert("L")  # RGB(A), palette, LA -> luminance
             data = np.asarray(gray, dtype=np.float32)
     except CaseError:
@@ -136,12 +144,14 @@ def _read_2d(path: Path) -> tuple[np.ndarray, Geometry]:
     return data, Geometry(np.eye(4), (1.0, 1.0), spacing_known=False)
 
 
-def load_case(case: Case, channel_index: int = 0) -> LoadedCase:
+def load_case(case: Case, channel_index: int | None = 0) -> LoadedCase:
     """Read and validate ``case``.
 
     Args:
         case: from :func:`~bundle.io.discovery.discover_cases`.
         channel_index: channel taken from a multi-channel volume (H, W, D, C); RGB 2D images become luminance.
+            ``None`` (a task whose network takes RGB images): 2D images are read as (H, W, 3) RGB, and volumes,
+            which such a network cannot take, are refused.
 
     Raises:
         CaseError: the input is unreadable or not something the network can segment; names the file and why.
@@ -151,6 +161,13 @@ def load_case(case: Case, channel_index: int = 0) -> LoadedCase:
     if case.error is not None:
         raise CaseError(source, case.error)
     dicom = None
+    if channel_index is None:
+        if case.kind != "image":
+            raise CaseError(source, f"this task's network takes RGB 2D images, not a {case.kind} volume")
+        image, geometry = _read_2d(source, color=True)
+        if not np.isfinite(image).all():
+            raise CaseError(source, "the image holds NaN or infinite values")
+        return LoadedCase(case, image, geometry, None, time.perf_counter() - start, color=True)
     if case.kind == "dicom":
         image, geometry, dicom = read_dicom_series(case.paths)
     elif case.kind == "nifti":

@@ -55,10 +55,11 @@ def _to_gray8(image: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def write_overlay(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray,
                   window: tuple[float, float] | None = None) -> Path:
-    """An RGB PNG: the 2D image (1st-99th percentile window unless ``window`` is given) with the lesion contour."""
+    """An RGB PNG: the 2D image, (H, W) grey or (H, W, 3) colour (1st-99th percentile window unless ``window`` is
+    given), with the lesion contour."""
     low, high = window if window is not None else np.percentile(image, (1, 99))
     gray = _to_gray8(image, float(low), float(high))
-    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    rgb = np.ascontiguousarray(gray) if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
     mask = labels > 0
     thickness = max(1, round(max(image.shape) / 400))
     contour = mask & ~ndimage.binary_erosion(mask, iterations=thickness)

@@ -55,7 +55,7 @@ def test_info_lists_models_with_labels(server):
         assert model["type"] == "segmentation"
         assert model["dimension"] == dimension
     assert info["labels"] == ["lesion"]
-    assert set(info["trainers"]) == {"lmnet_lgg", "lmnet_lgg3d", "lmnet_busi"}
+    assert set(info["trainers"]) == {"lmnet_lgg", "lmnet_lgg3d", "lmnet_busi", "lmnet_kvasir"}
     assert info["datastore"]["total"] == 3
 
 

@@ -14,7 +14,7 @@ from .helpers import ROOT
 
 def test_models_follow_the_bundle_tasks(tmp_path):
     specs = model_specs(ROOT, tmp_path / "out")
-    assert list(specs) == ["lmnet_lgg", "lmnet_lgg3d", "lmnet_busi"]
+    assert list(specs) == ["lmnet_lgg", "lmnet_lgg3d", "lmnet_busi", "lmnet_kvasir"]
     lgg, busi = specs["lmnet_lgg"], specs["lmnet_busi"]
     assert [p.relative_to(ROOT).as_posix() for p in specs["lmnet_lgg3d"].inference_configs] == [
         "configs/inference.json", "configs/lgg3d/inference.json"]
