@@ -144,7 +144,7 @@ def run_gpu_check(output_dir: str | os.PathLike, device: str = "cuda", epochs: i
     rows: list[dict] = []
 
     def latency() -> str:
-        rows.extend(latency_rows(torch.device(device), latency_size, batches))
+        rows.extend(latency_rows(torch.device(device), latency_size, batches, repeats=20 if device == "cuda" else 3))
         return f"{len(rows)} rows"
 
     for name, func in (("train_amp", train), ("inference", infer), ("ddp", ddp), ("latency", latency)):

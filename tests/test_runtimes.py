@@ -56,13 +56,18 @@ def test_choices_are_checked():
         Segmenter.from_bundle(ROOT, "lgg", device="cpu", overrides={"runtime": "onnx"})
 
 
-@pytest.mark.parametrize(("runtime", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
-def test_agrees_with_pytorch_fp32_on_a_real_shaped_input(weights, runtime, precision):
+@pytest.fixture(scope="module")
+def reference(weights):
+    """PyTorch fp32 labels and scores of the real-shaped slab."""
     slab = _flair_slab()
-    settings = {"tta_flips": []}
-    reference_labels, reference_scores = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights, settings)(slab)
+    return slab, *Segmenter.from_bundle(ROOT, "lgg", "cpu", weights, {"tta_flips": []})(slab)
+
+
+@pytest.mark.parametrize(("runtime", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
+def test_agrees_with_pytorch_fp32_on_a_real_shaped_input(weights, reference, runtime, precision):
+    slab, reference_labels, reference_scores = reference
     segmenter = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights,
-                                      {**settings, "runtime": runtime, "precision": precision})
+                                      {"tta_flips": [], "runtime": runtime, "precision": precision})
     labels, scores = segmenter(slab)
     assert reference_labels.sum() > 100  # a lesion is found, so the agreement means something
     assert (labels == reference_labels).mean() >= 0.999
