@@ -146,7 +146,11 @@ class ComparisonRun:
         if not self.checkpoint.is_file():
             raise RuntimeError(f"{self.name}: no checkpoint {self.checkpoint}.")
         seconds = epoch_seconds(log_text)
-        return {"checkpoint": str(self.checkpoint), "epochs": len(seconds), "wall_s": wall,
+        # the epochs trained: the final-weights line names the last one (a time budget ends a run before the
+        # trainer logs its last "Epoch[n] Complete" line)
+        final = re.findall(r"final weights \(epoch (\d+)\)", log_text)
+        epochs = int(final[-1]) if final else len(seconds)
+        return {"checkpoint": str(self.checkpoint), "epochs": epochs, "wall_s": wall,
                 "s_per_epoch": statistics.median(seconds) if seconds else math.nan}
 
     def cost(self, threads: int) -> dict:
