@@ -33,7 +33,7 @@ stats: $(STAMP)
 
 test: $(STAMP) $(ML_STAMP)
 	$(PY) -m ruff check bundle scripts tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) .pytest_cache .ruff_cache
