@@ -151,8 +151,8 @@ def _print_runtimes(args: argparse.Namespace) -> int:
                             best.setdefault(name + " eager fp32", (ms, key))
                 print(_row(cells), flush=True)
     b, t = settings[min(1, len(settings) - 1)]
-    print(f"\n# best path per network at b{b} t{t} (LM-Net's bf16 / OpenVINO paths are offered where "
-          f"docs/results/lgg_runtime_agreement.json validates them)")
+    print(f"\n# best path per network at b{b} t{t} (LM-Net's bf16 / OpenVINO paths: their agreement "
+          f"with fp32 is measured by scripts/runtime_agreement.py)")
     print(_row(["network", "best path", "ms", "LM-Net best / this best", "LM-Net eager fp32 / this eager fp32"]))
     print(_row(["---"] * 5))
     lm_best, lm_eager = best["LM-Net deployed"][0], best["LM-Net deployed eager fp32"][0]
