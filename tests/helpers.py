@@ -39,3 +39,21 @@ def config_segmenter(network: nn.Module, task: str = "lgg", **overrides):
     pieces = {name: parser.get_parsed_content(name) for name in
               ("image_transforms", "inferer", "score_transforms", "label_transforms")}
     return Segmenter(copy.deepcopy(network), None, device="cpu", amp=False, **pieces)
+
+
+def run_workflow(files: list[str], workflow_type: str, **overrides):
+    """Initialize, check (no required property missing), run and finalize a ``ConfigWorkflow`` of the bundle's
+    ``configs/<files>`` (overrides: config id -> value); returns the workflow."""
+    from monai.bundle import ConfigWorkflow
+
+    from tests.conftest import ROOT
+
+    configs = ROOT / "configs"
+    wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"),
+                        logging_file=str(configs / "logging.conf"), workflow_type=workflow_type,
+                        bundle_root=str(ROOT), **overrides)
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    return wf

@@ -17,20 +17,10 @@ from bundle.data.synthetic import write_synthetic_kvasir
 from bundle.predictor import Predictor
 from bundle.transforms import RandColorJitterd
 from tests.conftest import ROOT
+from tests.helpers import run_workflow
 
 CONFIGS = ROOT / "configs"
 FAST = {"roi_size": [64, 64], "num_workers": 0, "batch_size": 4}
-
-
-def _workflow(files: list[str], workflow_type: str, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
-                        logging_file=str(CONFIGS / "logging.conf"), workflow_type=workflow_type,
-                        bundle_root=str(ROOT), **overrides)
-    wf.initialize()
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
-    return wf
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +28,9 @@ def kvasir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kvasir")
     data = write_synthetic_kvasir(tmp / "data", n_cases=8)
     write_datalist(build_datalist(data, fractions=(0.5, 0.25, 0.25)), tmp / "datalist.json")
-    wf = _workflow(["train.json", "kvasir/train.json"], "train", dataset_dir=str(data), output_dir=str(tmp / "train"),
-                   datalist=str(tmp / "datalist.json"), max_epochs=2, val_interval=1, **FAST)
+    wf = run_workflow(["train.json", "kvasir/train.json"], "train", dataset_dir=str(data),
+                      output_dir=str(tmp / "train"), datalist=str(tmp / "datalist.json"), max_epochs=2, val_interval=1,
+                      **FAST)
     assert wf.parser.get_parsed_content("network_def#in_channels") == 3
     return tmp, data, tmp / "train" / "checkpoints" / "model.pt"
 
@@ -60,14 +51,14 @@ def test_jpeg_masks_are_thresholded_at_half_range(kvasir):
 def test_trains_evaluates_and_infers(kvasir):
     tmp, data, checkpoint = kvasir
     assert checkpoint.is_file()
-    _workflow(["train.json", "kvasir/train.json", "evaluate.json"], "eval", dataset_dir=str(data),
+    run_workflow(["train.json", "kvasir/train.json", "evaluate.json"], "eval", dataset_dir=str(data),
               output_dir=str(tmp / "eval"), datalist=str(tmp / "datalist.json"), ckpt_path=str(checkpoint), **FAST)
     summary = json.loads((tmp / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["dice/all"]["mean"] <= 1.0
     inputs = tmp / "inputs"
     inputs.mkdir()
     (inputs / "frame.jpg").write_bytes(next((data / "images").iterdir()).read_bytes())
-    _workflow(["inference.json", "kvasir/inference.json"], "infer", dataset_dir=str(inputs),
+    run_workflow(["inference.json", "kvasir/inference.json"], "infer", dataset_dir=str(inputs),
               output_dir=str(tmp / "out"), ckpt_path=str(checkpoint), **FAST)
     written = np.asarray(Image.open(tmp / "out" / "frame_seg.png"))
     rgb = np.asarray(Image.open(inputs / "frame.jpg"))

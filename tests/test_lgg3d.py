@@ -12,34 +12,22 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from monai.bundle import ConfigWorkflow
 
 from bundle.data.datalist import build_datalist, write_datalist
 from bundle.predictor import Predictor
 from tests.conftest import ROOT
+from tests.helpers import run_workflow
 
-CONFIGS = ROOT / "configs"
 # a small 3D network and windows, so the whole chain runs in about a minute on 2 CPU threads
 SMALL = {"roi_size": [32, 32], "patch_size": [32, 32, 16], "num_workers": 0, "sw_batch_size": 2,
          "network_def#features": [8, 16, 16, 32, 32], "network_def#lft_heads": 2, "network_def#gft_heads": 8}
-
-
-def _workflow(files: list[str], workflow_type: str, **overrides) -> ConfigWorkflow:
-    wf = ConfigWorkflow(config_file=[str(CONFIGS / f) for f in files], meta_file=str(CONFIGS / "metadata.json"),
-                        logging_file=str(CONFIGS / "logging.conf"), workflow_type=workflow_type,
-                        bundle_root=str(ROOT), **overrides)
-    wf.initialize()
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
-    return wf
 
 
 @pytest.fixture(scope="module")
 def trained(synthetic_lgg, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lgg3d")
     write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.17, 0.33)), tmp / "datalist.json")
-    wf = _workflow(["train.json", "lgg3d/train.json"], "train", dataset_dir=str(synthetic_lgg),
+    wf = run_workflow(["train.json", "lgg3d/train.json"], "train", dataset_dir=str(synthetic_lgg),
                    output_dir=str(tmp / "train"), datalist=str(tmp / "datalist.json"), max_epochs=2, val_interval=1,
                    batch_size=2, num_samples=2, **SMALL)
     assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
@@ -49,7 +37,7 @@ def trained(synthetic_lgg, tmp_path_factory):
 def test_trains_and_evaluates(trained, synthetic_lgg):
     tmp, checkpoint = trained
     assert checkpoint.is_file()
-    _workflow(["train.json", "lgg3d/train.json", "evaluate.json"], "eval", dataset_dir=str(synthetic_lgg),
+    run_workflow(["train.json", "lgg3d/train.json", "evaluate.json"], "eval", dataset_dir=str(synthetic_lgg),
               output_dir=str(tmp / "eval"), datalist=str(tmp / "datalist.json"), ckpt_path=str(checkpoint), **SMALL)
     summary = json.loads((tmp / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["dice/all"]["mean"] <= 1.0
@@ -61,7 +49,7 @@ def test_infers_whole_volumes_like_the_predictor(trained, synthetic_lgg):
     inputs.mkdir(exist_ok=True)
     source = synthetic_lgg / "SYN_000_image.nii.gz"
     (inputs / "vol_image.nii.gz").write_bytes(source.read_bytes())
-    _workflow(["inference.json", "lgg3d/inference.json"], "infer", dataset_dir=str(inputs),
+    run_workflow(["inference.json", "lgg3d/inference.json"], "infer", dataset_dir=str(inputs),
               output_dir=str(tmp / "out"), ckpt_path=str(checkpoint), **SMALL)
     written = nib.load(tmp / "out" / "vol_image_seg.nii.gz")
     image = nib.load(source)
