@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .benchmark import measure_latency, reference_models
+from .config import bundle_run_command
 from .data.datalist import build_datalist, write_datalist
 from .data.synthetic import write_synthetic_lgg
 from .demo import BUNDLE_ROOT, bundle_run
@@ -127,12 +127,12 @@ def run_gpu_check(output_dir: str | os.PathLike, device: str = "cuda", epochs: i
         return f"{len(written)} volumes segmented"
 
     def ddp() -> str:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531",
-               "-m", "monai.bundle", "run", "--config_file",
-               "['configs/train.json', 'configs/multi_gpu_train.json']", "--bundle_root", str(BUNDLE_ROOT),
-               "--dataset_dir", str(data), "--datalist", str(datalist), "--output_dir", str(out / "ddp"),
-               "--max_epochs", "1", "--val_interval", "1", "--batch_size", "2", "--num_samples", "4",
-               "--roi_size", common["roi_size"], "--num_workers", "0", "--amp", str(amp).lower(), "--resume", "false"]
+        # the train command bundle_run would run, started by torch.distributed.run with the multi-GPU overlay
+        overrides = {**common, "output_dir": out / "ddp", "max_epochs": 1, "val_interval": 1, "batch_size": 2,
+                     "num_samples": 4, "amp": amp, "resume": False}
+        run = bundle_run_command(BUNDLE_ROOT, "lgg", "train", {k: str(v) for k, v in overrides.items()},
+                                 [BUNDLE_ROOT / "configs" / "multi_gpu_train.json"])
+        cmd = [run[0], "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531", *run[1:]]
         env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT)}
         log = out / "logs" / "ddp.log"
         with open(log, "w") as handle:

@@ -141,9 +141,11 @@ class OpenVINONetwork(nn.Module):
 
 
 def runtime_network(network: nn.Module, runtime: str = "torch", precision: str = "fp32",
-                    weights: str | os.PathLike | None = None, device: torch.device | None = None) -> nn.Module:
+                    weights: str | os.PathLike | None = None, device: torch.device | None = None,
+                    threads: int | None = None) -> nn.Module:
     """``network`` (deployed, eval mode) as ``runtime`` / ``precision`` run it: itself for torch fp32, under CPU
-    bfloat16 autocast for torch bf16, an :class:`OpenVINONetwork` for openvino.
+    bfloat16 autocast for torch bf16, an :class:`OpenVINONetwork` for openvino (with ``weights`` naming its cache and
+    ``threads`` its CPU threads).
 
     Raises:
         ValueError: an unknown runtime or precision, or openvino / bf16 asked for on a CUDA device (use ``amp``).
@@ -155,7 +157,7 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
         raise ValueError(f"runtime {runtime!r} / precision {precision!r} are CPU settings; on CUDA use runtime "
                          "'torch', precision 'fp32' and the amp setting for fp16.")
     if runtime == "openvino":
-        return OpenVINONetwork(network, precision, weights)
+        return OpenVINONetwork(network, precision, weights, threads)
     return _TorchBF16(network) if precision == "bf16" else network
 
 

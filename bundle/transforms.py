@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import KeepLargestConnectedComponent, MapTransform, RandomizableTransform, Resized, SaveImage
+from monai.utils import convert_to_dst_type
 
 from .settings import as_bool
 
@@ -47,6 +48,10 @@ class SelectChanneld(MapTransform):
         return d
 
 
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])  # row 0: luma
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
 class RandColorJitterd(RandomizableTransform, MapTransform):
     """Colour jitter of channel-first RGB images with values in [0, 1], as torchvision's ``ColorJitter`` (the
     paper's augmentation 6): with probability ``prob``, brightness, contrast, saturation and hue change by random
@@ -65,8 +70,6 @@ class RandColorJitterd(RandomizableTransform, MapTransform):
         prob: probability of jittering an image.
     """
 
-    _LUMA = (0.299, 0.587, 0.114)
-
     def __init__(self, keys: KeysCollection, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
                  hue: float = 0.2, prob: float = 0.2, allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -77,48 +80,34 @@ class RandColorJitterd(RandomizableTransform, MapTransform):
                 raise ValueError(f"{name} must be in [0, {top}], got {value}.")
         self.strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
 
-    def _grey(self, x: torch.Tensor) -> torch.Tensor:
-        weights = torch.tensor(self._LUMA, dtype=x.dtype, device=x.device).reshape(3, *([1] * (x.ndim - 1)))
-        return (x * weights).sum(0, keepdim=True)
-
-    def _hue(self, x: torch.Tensor, turn: float) -> torch.Tensor:
-        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                              dtype=x.dtype, device=x.device)
-        cos, sin = float(np.cos(2 * np.pi * turn)), float(np.sin(2 * np.pi * turn))
-        rotate = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]], dtype=x.dtype, device=x.device)
-        matrix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
-        return torch.einsum("ij,j...->i...", matrix, x)
+    @staticmethod
+    def _jitter(x: torch.Tensor, name: str, factor: float) -> torch.Tensor:
+        """One of the four changes on a (3, *S) float image; brightness, contrast and saturation blend the image
+        with black, its mean grey level and its per-pixel grey level by ``factor``."""
+        if name == "hue":
+            cos, sin = np.cos(2 * np.pi * factor), np.sin(2 * np.pi * factor)
+            rotate = np.array([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+            matrix = torch.as_tensor(_YIQ_TO_RGB @ rotate @ _RGB_TO_YIQ, dtype=x.dtype)
+            return torch.einsum("ij,j...->i...", matrix, x)
+        grey = torch.einsum("j,j...->...", torch.as_tensor(_RGB_TO_YIQ[0], dtype=x.dtype), x)[None]
+        anchor = {"brightness": torch.zeros_like(grey), "contrast": grey.mean(), "saturation": grey}[name]
+        return anchor + (x - anchor) * factor
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         self.randomize(None)
         if not self._do_transform:
             return d
-        order = self.R.permutation(4)
-        factors = {name: self.R.uniform(1 - v, 1 + v) if name != "hue" else self.R.uniform(-v, v)
+        names = [list(self.strengths)[i] for i in self.R.permutation(4)]
+        factors = {name: self.R.uniform(-v, v) if name == "hue" else self.R.uniform(1 - v, 1 + v)
                    for name, v in self.strengths.items()}
         for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] != 3:
+            if d[key].shape[0] != 3:
                 continue
-            x = torch.as_tensor(img, dtype=torch.float32)
-            for step in order:
-                name = ("brightness", "contrast", "saturation", "hue")[step]
-                if name == "brightness":
-                    x = x * factors[name]
-                elif name == "contrast":
-                    mean = self._grey(x).mean()
-                    x = mean + (x - mean) * factors[name]
-                elif name == "saturation":
-                    grey = self._grey(x)
-                    x = grey + (x - grey) * factors[name]
-                elif factors[name] != 0:
-                    x = self._hue(x, factors[name])
-                x = x.clamp(0.0, 1.0)
-            if isinstance(img, torch.Tensor):
-                d[key] = img.clone().copy_(x) if hasattr(img, "meta") else x.to(img.dtype)
-            else:
-                d[key] = x.numpy().astype(np.asarray(img).dtype)
+            x = torch.as_tensor(d[key], dtype=torch.float32)
+            for name in names:
+                x = self._jitter(x, name, factors[name]).clamp(0.0, 1.0)
+            d[key] = convert_to_dst_type(x, d[key])[0]
         return d
 
 

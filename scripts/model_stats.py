@@ -94,22 +94,11 @@ RUNTIME_NETWORKS = ("LM-Net deployed", "MONAI UNet (64..1024, 2 res units)", "MO
                     "MONAI SwinUNETR 2D (feature 24)")
 
 
-class _BF16Autocast(torch.nn.Module):
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.network(x).float()
-
-
 def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) -> torch.nn.Module:
-    from bundle.runtimes import OpenVINONetwork
+    """``model`` as the inference config's runtime / precision run it, compiled for "torch.compile"."""
+    from bundle.runtimes import runtime_network
 
-    if runtime == "openvino":
-        return OpenVINONetwork(model, precision, threads=threads)
-    runner = _BF16Autocast(model) if precision == "bf16" else model
+    runner = runtime_network(model, "openvino" if runtime == "openvino" else "torch", precision, threads=threads)
     return torch.compile(runner) if runtime == "torch.compile" else runner
 
 
@@ -117,6 +106,7 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     """One table: every network in every runtime and precision; then the best path of each, and seconds per
     256 x 256 x 40 volume through the predictor."""
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]
+    ranked = settings[min(1, len(settings) - 1)]  # (batch, threads) the best paths are compared at
     runtimes = ["eager", "openvino"] if args.quick else ["eager", "torch.compile", "openvino"]
     repeats = 3 if args.quick else args.repeats
     builders = {"LM-Net deployed": lambda: to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))}
@@ -127,7 +117,7 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
-    best: dict[str, tuple[float, str]] = {}
+    ms_at: dict[str, dict[str, float]] = {name: {} for name in builders}  # network -> "runtime precision" -> ms
     for name, build in builders.items():
         model = build().eval()
         for runtime in runtimes:
@@ -136,29 +126,25 @@ def _print_runtimes(args: argparse.Namespace) -> int:
                 for batch, threads in settings:
                     try:
                         runner = _runner(model, runtime, precision, threads)
-                        shape = (batch, args.in_channels, args.size, args.size)
-                        ms = measure_latency(runner, shape, threads, repeats, warmup=2)
+                        ms = measure_latency(runner, (batch, args.in_channels, args.size, args.size), threads,
+                                             repeats, warmup=2)
                     except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
                         logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
                         cells.append("fails")
                         continue
                     cells.append(f"{ms:.1f}")
-                    if (batch, threads) == settings[min(1, len(settings) - 1)]:
-                        key = f"{runtime} {precision}"
-                        if name not in best or ms < best[name][0]:
-                            best[name] = (ms, key)
-                        if (runtime, precision) == ("eager", "fp32"):
-                            best.setdefault(name + " eager fp32", (ms, key))
+                    if (batch, threads) == ranked:
+                        ms_at[name][f"{runtime} {precision}"] = ms
                 print(_row(cells), flush=True)
-    b, t = settings[min(1, len(settings) - 1)]
-    print(f"\n# best path per network at b{b} t{t} (LM-Net's bf16 / OpenVINO paths: their agreement "
+    print(f"\n# best path per network at b{ranked[0]} t{ranked[1]} (LM-Net's bf16 / OpenVINO paths: their agreement "
           f"with fp32 is measured by scripts/runtime_agreement.py)")
     print(_row(["network", "best path", "ms", "LM-Net best / this best", "LM-Net eager fp32 / this eager fp32"]))
     print(_row(["---"] * 5))
-    lm_best, lm_eager = best["LM-Net deployed"][0], best["LM-Net deployed eager fp32"][0]
-    for name in builders:
-        ms, key = best[name]
-        print(_row([name, key, f"{ms:.1f}", f"{lm_best / ms:.2f}", f"{lm_eager / best[name + ' eager fp32'][0]:.2f}"]))
+    lm = ms_at["LM-Net deployed"]
+    for name, paths in ms_at.items():
+        best = min(paths, key=paths.get)
+        print(_row([name, best, f"{paths[best]:.1f}", f"{min(lm.values()) / paths[best]:.2f}",
+                    f"{lm['eager fp32'] / paths['eager fp32']:.2f}"]))
     if not args.lmnet_only:
         _print_volume_seconds(args)
     return 0

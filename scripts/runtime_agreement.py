@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle.checkpoints import sha256_file
 from bundle.evaluation import (
     BUNDLE_ROOT,
     evaluate,
@@ -34,6 +35,7 @@ from bundle.evaluation import (
     run_inference,
     split_file_of,
 )
+from bundle.fileio import atomic_path
 from bundle.tasks import get_task
 
 VARIANTS = {"torch fp32": ("torch", "fp32"), "openvino fp32": ("openvino", "fp32"),
@@ -74,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"pred": pred, "seconds": seconds, "dice": float(np.mean([r["dice"] for r in rows]))}
 
     reference = results["torch fp32"]
+    names = [Path(case["image"]).name for case in cases]
+    reference_labels = {n: read_label(prediction_path(reference["pred"], n)) for n in names}
     lines = ["| variant | lesion Dice | Dice - fp32 | voxels equal to fp32 | inference run (s) | validated |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         equal = total = 0
-        for case in cases:
-            image_name = Path(case["image"]).name
+        for image_name, theirs in reference_labels.items():
             ours = read_label(prediction_path(r["pred"], image_name))
-            theirs = read_label(prediction_path(reference["pred"], image_name))
             equal += int((ours == theirs).sum())
             total += ours.size
         r["voxel_agreement"] = equal / total
@@ -89,16 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         r["validated"] = abs(r["dice_difference"]) <= DICE_TOLERANCE and r["voxel_agreement"] >= VOXEL_AGREEMENT
         lines.append(f"| {name} | {r['dice']:.4f} | {r['dice_difference']:+.4f} | {100 * r['voxel_agreement']:.4f} % "
                      f"| {r['seconds']:.1f} | {'yes' if r['validated'] else 'NO'} |")
-    record = {"task": args.task, "split": args.split, "cases": len(cases), "weights": str(weights),
+    record = {"task": args.task, "split": args.split, "cases": len(cases), "weights_sha256": sha256_file(weights),
               "settings": settings,
               "variants": {n: {k: v for k, v in r.items() if k != "pred"} for n, r in results.items()}}
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "agreement.json").write_text(json.dumps(record, indent=4) + "\n")
+    targets = [args.output / "agreement.json"]
     if args.record:
-        target = BUNDLE_ROOT / "docs" / "results" / f"{args.task}_runtime_agreement.json"
-        target.write_text(json.dumps({**record, "weights": str(Path(weights).relative_to(BUNDLE_ROOT))
-                                      if Path(weights).resolve().is_relative_to(BUNDLE_ROOT) else str(weights)},
-                                     indent=4) + "\n")
+        targets.append(BUNDLE_ROOT / "docs" / "results" / f"{args.task}_runtime_agreement.json")
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(record, indent=4) + "\n")
     print(f"{args.task} {args.split} split, {len(cases)} cases, weights {weights}\n" + "\n".join(lines))
     return 0 if all(r["validated"] for r in results.values()) else 1
 

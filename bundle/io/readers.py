@@ -130,16 +130,15 @@ def _read_2d(path: Path, color: bool = False) -> tuple[np.ndarray, Geometry]:
             img.load()
             mode = img.mode
             if color:
-                rgb = img if mode == "RGB" else img.convert("RGB")  # palette, RGBA, L, ... -> RGB
-                data = np.asarray(rgb, dtype=np.float32)
-                return data, Geometry(np.eye(4), (1.0, 1.0), spacing_known=False)
-            gray = img if mode in _GRAY_MODES else img.convert("L")  # RGB(A), palette, LA -> luminance
-            data = np.asarray(gray, dtype=np.float32)
+                img = img if mode == "RGB" else img.convert("RGB")  # palette, RGBA, L, ... -> RGB
+            elif mode not in _GRAY_MODES:
+                img = img.convert("L")  # RGB(A), palette, LA -> luminance
+            data = np.asarray(img, dtype=np.float32)
     except CaseError:
         raise
     except Exception as err:  # PIL.UnidentifiedImageError, OSError on truncated files, ...
         raise CaseError(path, f"unreadable image file ({type(err).__name__}: {err})") from err
-    if data.ndim != 2:
+    if data.ndim != (3 if color else 2):
         raise CaseError(path, f"wrong dimensionality: expected a 2D image, found shape {data.shape} (mode {mode})")
     return data, Geometry(np.eye(4), (1.0, 1.0), spacing_known=False)
 
@@ -161,13 +160,9 @@ def load_case(case: Case, channel_index: int | None = 0) -> LoadedCase:
     if case.error is not None:
         raise CaseError(source, case.error)
     dicom = None
-    if channel_index is None:
-        if case.kind != "image":
-            raise CaseError(source, f"this task's network takes RGB 2D images, not a {case.kind} volume")
-        image, geometry = _read_2d(source, color=True)
-        if not np.isfinite(image).all():
-            raise CaseError(source, "the image holds NaN or infinite values")
-        return LoadedCase(case, image, geometry, None, time.perf_counter() - start, color=True)
+    color = channel_index is None
+    if color and case.kind != "image":
+        raise CaseError(source, f"this task's network takes RGB 2D images, not a {case.kind} volume")
     if case.kind == "dicom":
         image, geometry, dicom = read_dicom_series(case.paths)
     elif case.kind == "nifti":
@@ -175,7 +170,7 @@ def load_case(case: Case, channel_index: int | None = 0) -> LoadedCase:
     elif case.kind == "itk":
         image, geometry = _read_itk(source, channel_index)
     elif case.kind == "image":
-        image, geometry = _read_2d(source)
+        image, geometry = _read_2d(source, color)
     else:
         raise CaseError(source, f"not an image case (kind {case.kind!r})")
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
@@ -183,4 +178,4 @@ def load_case(case: Case, channel_index: int | None = 0) -> LoadedCase:
                                 f"{image.shape}")
     if not np.isfinite(image).all():
         raise CaseError(source, "the image holds NaN or infinite values")
-    return LoadedCase(case, image, geometry, dicom, time.perf_counter() - start)
+    return LoadedCase(case, image, geometry, dicom, time.perf_counter() - start, color)

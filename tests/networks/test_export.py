@@ -1,4 +1,4 @@
-"""TorchScript and ONNX export of both forms of LMNet, compared with PyTorch."""
+"""TorchScript and ONNX export of both forms of LMNet, 2D and 3D, compared with PyTorch."""
 
 from __future__ import annotations
 
@@ -10,24 +10,27 @@ from bundle.networks.export import export_onnx
 from tests.helpers import randomize_batchnorm
 
 SMALL = {"features": (8, 16, 16, 32, 32), "lft_heads": 2, "gft_heads": 8}
+# spatial_dims -> (sizes the scripted network runs at (scripting keeps the size logic), the ONNX trace size)
+SIZES = {2: ([(48, 64), (33, 70)], (48, 64)), 3: ([(16, 32, 16), (20, 17, 33)], (16, 32, 24))}
 
 
-@pytest.fixture(scope="module")
-def forms():
+@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
+def forms(request):
     torch.manual_seed(0)
-    net = randomize_batchnorm(LMNet(in_channels=1, out_channels=2, **SMALL), seed=1).eval()
-    return {"train": net, "deploy": reparameterize_model(net)}
+    net = randomize_batchnorm(LMNet(spatial_dims=request.param, in_channels=1, out_channels=2, **SMALL), seed=1)
+    net.eval()
+    return request.param, {"train": net, "deploy": reparameterize_model(net)}
 
 
 @pytest.mark.parametrize("form", ["train", "deploy"])
 def test_torchscript_round_trip(forms, form, tmp_path):
-    net = forms[form]
-    scripted = torch.jit.script(net)
+    dims, nets = forms
+    net = nets[form]
     path = tmp_path / f"{form}.ts"
-    torch.jit.save(scripted, str(path))
+    torch.jit.save(torch.jit.script(net), str(path))
     loaded = torch.jit.load(str(path))
-    for shape in [(1, 1, 48, 64), (2, 1, 33, 70)]:  # scripting keeps the size logic: other sizes work too
-        x = torch.randn(shape)
+    for batch, size in zip((1, 2), SIZES[dims][0], strict=True):
+        x = torch.randn(batch, 1, *size)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)
 
@@ -35,12 +38,14 @@ def test_torchscript_round_trip(forms, form, tmp_path):
 @pytest.mark.parametrize("form", ["train", "deploy"])
 def test_onnx_matches_pytorch(forms, form, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    net = forms[form]
-    path = export_onnx(net, tmp_path / f"{form}.onnx", in_channels=1, spatial_size=(48, 64))
+    dims, nets = forms
+    net = nets[form]
+    size = SIZES[dims][1]
+    path = export_onnx(net, tmp_path / f"{form}.onnx", in_channels=1, spatial_size=size)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    for shape in [(1, 1, 48, 64), (3, 1, 48, 64)]:  # dynamic batch
-        x = torch.randn(shape)
+    for batch in (1, 3):  # dynamic batch
+        x = torch.randn(batch, 1, *size)
         with torch.no_grad():
             expected = net(x).numpy()
         got = session.run(None, {name: x.numpy()})[0]

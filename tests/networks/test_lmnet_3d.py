@@ -1,5 +1,5 @@
 """LMNet(spatial_dims=3): shapes, gradients, exact re-parameterization (blocks and whole model), strict loading of
-converted weights, 3D neighborhood attention against a per-voxel brute force, TorchScript and ONNX."""
+converted weights, 3D neighborhood attention against a per-voxel brute force (TorchScript and ONNX: test_export)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from bundle.networks import LMNet, reparameterize_model
 from bundle.networks.blocks import MultiBranchBlock
 from bundle.networks.blocks.neighborhood_attention import NeighborhoodAttention, neighborhood_attention_3d
 from bundle.networks.blocks.pyramid import LocalPyramid
-from bundle.networks.export import export_onnx
 from tests.helpers import randomize_batchnorm
 
 SMALL = {"features": (8, 16, 16, 32, 32), "lft_heads": 2, "gft_heads": 8}
@@ -143,37 +142,3 @@ def test_input_smaller_than_16_on_any_axis_raises():
         net(torch.randn(1, 1, 16, 16, 8))
     with pytest.raises(ValueError, match="spatial_dims=3"):
         net(torch.randn(1, 1, 16, 16))
-
-
-@pytest.fixture(scope="module")
-def forms_3d():
-    torch.manual_seed(0)
-    net = randomize_batchnorm(LMNet(spatial_dims=3, **SMALL), seed=1).eval()
-    return {"train": net, "deploy": reparameterize_model(net)}
-
-
-@pytest.mark.parametrize("form", ["train", "deploy"])
-def test_torchscript_round_trip(forms_3d, form, tmp_path):
-    net = forms_3d[form]
-    path = tmp_path / f"{form}.ts"
-    torch.jit.save(torch.jit.script(net), str(path))
-    loaded = torch.jit.load(str(path))
-    for shape in [(1, 1, 16, 32, 16), (2, 1, 20, 17, 33)]:
-        x = torch.randn(shape)
-        with torch.no_grad():
-            torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("form", ["train", "deploy"])
-def test_onnx_matches_pytorch(forms_3d, form, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    net = forms_3d[form]
-    path = export_onnx(net, tmp_path / f"{form}.onnx", in_channels=1, spatial_size=(16, 32, 24))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for batch in (1, 2):
-        x = torch.randn(batch, 1, 16, 32, 24)
-        with torch.no_grad():
-            expected = net(x).numpy()
-        got = session.run(None, {name: x.numpy()})[0]
-        assert got.shape == expected.shape and abs(got - expected).max() <= 1e-4
