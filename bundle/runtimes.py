@@ -156,9 +156,12 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
     if on_cuda and (runtime != "torch" or precision != "fp32"):
         raise ValueError(f"runtime {runtime!r} / precision {precision!r} are CPU settings; on CUDA use runtime "
                          "'torch', precision 'fp32' and the amp setting for fp16.")
+    if (runtime, precision) == ("torch", "fp32"):
+        return network
+    logger.info("inference runtime %s, precision %s", runtime, precision)
     if runtime == "openvino":
         return OpenVINONetwork(network, precision, weights, threads)
-    return _TorchBF16(network) if precision == "bf16" else network
+    return _TorchBF16(network)
 
 
 class RuntimeHandler:
@@ -176,8 +179,5 @@ class RuntimeHandler:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine) -> None:
-        if (self.runtime, self.precision) == ("torch", "fp32"):
-            return
         engine.network = runtime_network(engine.network, self.runtime, self.precision, self.weights or None,
                                          self.device)
-        logger.info("inference runtime %s, precision %s", self.runtime, self.precision)

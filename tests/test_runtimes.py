@@ -68,6 +68,8 @@ def test_agrees_with_pytorch_fp32_on_a_real_shaped_input(weights, reference, run
     slab, reference_labels, reference_scores = reference
     segmenter = Segmenter.from_bundle(ROOT, "lgg", "cpu", weights,
                                       {"tta_flips": [], "runtime": runtime, "precision": precision})
+    # the setting is applied, not ignored (else the agreement below would hold trivially)
+    assert type(segmenter.network).__name__ == ("OpenVINONetwork" if runtime == "openvino" else "_TorchBF16")
     labels, scores = segmenter(slab)
     assert reference_labels.sum() > 100  # a lesion is found, so the agreement means something
     assert (labels == reference_labels).mean() >= 0.999
@@ -114,6 +116,7 @@ def test_the_config_runs_openvino_as_the_segmenter_does(weights, tmp_path):
                                  "dataset_dir": str(inputs), "output_dir": str(out)}, run_id=run_id)
         result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "inference runtime openvino, precision fp32" in result.stdout + result.stderr, run_id
         written = sorted(out.rglob("*.nii.gz"))
         assert written, f"{run_id} wrote nothing"
         labels = np.asarray(nib.load(written[0]).dataobj)
