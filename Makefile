@@ -31,7 +31,9 @@ demo: $(STAMP)
 stats: $(STAMP)
 	$(PY) -m scripts.model_stats
 
-test: $(STAMP) $(ML_STAMP)
+# the two environments build at the same time (each pip install keeps one core busy)
+test:
+	$(MAKE) -j2 setup setup-monailabel
 	$(PY) -m ruff check bundle scripts tests
 	$(PY) -m pytest -q --durations=20 tests
 

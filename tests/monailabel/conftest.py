@@ -60,6 +60,7 @@ def workspace(tmp_path_factory, monailabel_venv) -> Workspace:
         lgg_images = [images["vol_a"][..., 1], images["us_c"], series.pixels]
         write_weights(root, "models/model.pt", "lgg", lgg_images, seed=0)
         write_weights(root, "models/busi/model.pt", "busi", [images["us_c"]], seed=1)
+        write_weights(root, "models/lgg3d/model.pt", "lgg3d", [images["vol_a"][..., 1]], seed=2, spatial_dims=3)
     finally:
         torch.set_num_threads(threads)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -78,13 +79,13 @@ def _read(path: Path) -> np.ndarray:
 @pytest.fixture(scope="package")
 def references(workspace: Workspace) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]]:
     """``{(task, image id): (label, affine)}`` from ``python -m monai.bundle run`` of the task's inference configs:
-    lgg on every input (the DICOM series as its NIfTI conversion), busi on the PNG."""
+    lgg on every input (the DICOM series as its NIfTI conversion), busi on the PNG, lgg3d on one volume."""
     inputs = workspace.tmp / "reference_inputs"
     inputs.mkdir()
     for path in workspace.inputs.values():
         (inputs / path.name).symlink_to(path)
     out = {}
-    runs = {"lgg": inputs, "busi": inputs / "us_c.png"}
+    runs = {"lgg": inputs, "busi": inputs / "us_c.png", "lgg3d": inputs / "vol_a.nii.gz"}
     for task, source in runs.items():
         output_dir = workspace.tmp / f"reference_{task}"
         run_bundle_inference(workspace.bundle_root, task, source, output_dir, workspace.env)

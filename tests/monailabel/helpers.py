@@ -43,15 +43,17 @@ def copy_bundle(dest: Path) -> Path:
     return dest
 
 
-def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.ndarray], seed: int) -> Path:
-    """Save seeded random LMNet weights as ``<bundle_root>/<relative>`` and record their digest.
+def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.ndarray], seed: int,
+                  spatial_dims: int = 2) -> Path:
+    """Save seeded random LMNet weights (``spatial_dims`` 2 or 3) as ``<bundle_root>/<relative>`` and record their
+    digest. ``images``: (H, W) images or (H, W, D) volumes, as the task's segmenter takes them.
 
     Random weights alone give an almost constant output; the head is scaled and shifted so that on ``images`` the
     two classes split the pixels about evenly and depend on the input. A prediction that matches the bundle's own
     voxel for voxel then proves that these weights, not a fresh initialisation, were loaded.
     """
     torch.manual_seed(seed)
-    net = randomize_batchnorm(LMNet(spatial_dims=2, in_channels=1, out_channels=2), seed).eval()
+    net = randomize_batchnorm(LMNet(spatial_dims=spatial_dims, in_channels=1, out_channels=2), seed).eval()
     segmenter = config_segmenter(net, task)
     margins = []
     for image in images:

@@ -25,6 +25,7 @@ CASES = [  # (model, task of the reference, image id, suffix of the returned lab
     ("lmnet_lgg", "lgg", "vol_a", ".nii.gz"),
     ("lmnet_lgg", "lgg", "us_c", ".png"),
     ("lmnet_busi", "busi", "us_c", ".png"),
+    ("lmnet_lgg3d", "lgg3d", "vol_a", ".nii.gz"),  # the 3D network on the whole volume (sliding window)
 ]
 
 
@@ -47,9 +48,9 @@ def _assert_matches(label, affine, reference, what: str, server) -> None:
 
 def test_info_lists_models_with_labels(server):
     info = server.get_json("/info/")
-    # lmnet_lgg3d has no weights yet: it trains (a trainer) but is not served
-    assert set(info["models"]) == {"lmnet_lgg", "lmnet_busi"}, info["models"].keys()
-    for name, dimension in (("lmnet_lgg", 3), ("lmnet_busi", 2)):
+    # every task with weights is served (kvasir has none here: it trains, a trainer, but is not served)
+    assert set(info["models"]) == {"lmnet_lgg", "lmnet_lgg3d", "lmnet_busi"}, info["models"].keys()
+    for name, dimension in (("lmnet_lgg", 3), ("lmnet_lgg3d", 3), ("lmnet_busi", 2)):
         model = info["models"][name]
         assert model["labels"] == {"lesion": 1}
         assert model["type"] == "segmentation"
