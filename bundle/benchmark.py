@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from queue import Empty
 
 import torch
 import torch.nn as nn
@@ -22,6 +23,7 @@ __all__ = [
     "count_macs",
     "measure_latency",
     "measure_peak_memory",
+    "measure_training_step",
     "module_time_share",
     "profile_forward",
     "reference_models",
@@ -241,6 +243,61 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     finally:
         proc.join()
     return float(result)
+
+
+def _training_worker(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int, steps: int,
+                     queue) -> None:
+    try:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = builder().train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randn(*input_shape)
+        target = torch.randint(0, 2, (input_shape[0], *input_shape[2:]))
+        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident set
+            f.write("5")
+        before = _status_kib("VmRSS")
+        seconds = []
+        for _ in range(steps + 1):  # the first step (allocations, kernel selection) is not timed
+            start = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seconds.append(time.perf_counter() - start)
+        queue.put((statistics.median(seconds[1:]), (_status_kib("VmHWM") - before) / 1024.0))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 2,
+                          steps: int = 2) -> tuple[float, float]:
+    """One plain training step (forward, cross-entropy against random labels, backward, AdamW) on ``input_shape``,
+    in a fresh process (Linux): returns (median seconds of ``steps`` timed steps after one untimed, peak extra MiB
+    over the resident set after the model is built). ``builder`` must be picklable.
+
+    Raises:
+        RuntimeError: the step failed in the worker, or the worker died (e.g. killed for memory).
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_training_worker, args=(builder, tuple(input_shape), threads, steps, queue))
+    proc.start()
+    try:
+        while True:
+            try:
+                result = queue.get(timeout=2.0)
+                break
+            except Empty:  # still running, unless the worker is gone
+                if not proc.is_alive():
+                    raise RuntimeError(f"the training-step worker exited with code {proc.exitcode} before reporting "
+                                       f"(killed for memory?) on input {tuple(input_shape)}") from None
+    finally:
+        proc.join()
+    if isinstance(result, str):
+        raise RuntimeError(f"a training step on input {tuple(input_shape)} failed: {result}")
+    seconds, peak = result
+    return float(seconds), float(peak)
 
 
 # MONAI's own 2D networks used as baselines: key -> (table label, ``network_def`` config without the spatial

@@ -27,6 +27,7 @@ from bundle.benchmark import (
     count_parameters,
     measure_latency,
     measure_peak_memory,
+    measure_training_step,
     module_time_share,
     profile_forward,
     reference_models,
@@ -185,8 +186,10 @@ VOLUME_NETWORKS = {  # 3D peers, as MONAI's tutorials configure them
 
 
 def _print_volumes(args: argparse.Namespace) -> int:
-    """The 3D cost table: parameters, MACs and latency of one 96^3 window, and seconds per LGG-like 256 x 256 x 32
-    volume through MONAI's sliding-window inferer (roi 96 x 96 x 32, overlap 0.25, Gaussian blending)."""
+    """The 3D cost table: parameters, MACs and latency of one 96^3 window, seconds per LGG-like 256 x 256 x 32
+    volume through MONAI's sliding-window inferer (roi 96 x 96 x 32, overlap 0.25, Gaussian blending), and (without
+    ``--quick``) the peak memory of that forward and one training step on one 96 x 96 x 32 patch (the lgg3d
+    overlay's patch): seconds and peak memory, each in a fresh process."""
     import time
 
     from monai.inferers import SlidingWindowInferer
@@ -207,7 +210,7 @@ def _print_volumes(args: argparse.Namespace) -> int:
           f"{platform.processor() or platform.machine()}, 2 threads; MACs: {MAC_COUNTER}")
     header = ["model", "params (M)", "MACs (G) 96^3", "ms 96^3 b1", "s / 256x256x32 volume (sliding window)"]
     if not args.quick:
-        header.append("peak MiB 96^3 b1")
+        header += ["peak MiB 96^3 b1", "training s / step (1 patch 96x96x32)", "training peak GiB"]
     print(_row(header))
     print(_row(["---"] * len(header)))
     for name, build in builders.items():
@@ -221,6 +224,11 @@ def _print_volumes(args: argparse.Namespace) -> int:
             cells.append(f"{time.perf_counter() - start:.1f}")
         if not args.quick:
             cells.append(f"{measure_peak_memory(build, window, threads=2):.0f}")
+            if "deployed" in name:  # the deployed form does not train
+                cells += ["-", "-"]
+            else:
+                seconds, peak = measure_training_step(build, (1, args.in_channels, 96, 96, 32), threads=2)
+                cells += [f"{seconds:.1f}", f"{peak / 1024:.1f}"]
         print(_row(cells), flush=True)
     return 0
 
