@@ -160,7 +160,8 @@ def profile_forward(
     Returns:
         ``(operators, modules)``: the ``top`` operators by self CPU time as ``(name, share of the total 0..1, calls per
         forward)`` (``torch.profiler``, ``repeats`` passes after a warm-up), and every direct child module of
-        ``model`` as ``(name, share of the forward's wall time)`` (forward hooks), largest first.
+        ``model`` as ``(name, share of the forward's wall time)`` (forward hooks; the median of the module's time
+        over the passes against the median pass, so that one stalled pass does not move a module), largest first.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -168,7 +169,7 @@ def profile_forward(
     torch.set_num_threads(threads)
     x = torch.randn(*input_shape)
     model.eval()
-    spent: dict[str, float] = {}
+    spent: dict[str, list[float]] = {}  # module -> seconds in each pass
     starts: dict[str, float] = {}
 
     def timed(name: str):
@@ -176,7 +177,7 @@ def profile_forward(
             starts[name] = time.perf_counter()
 
         def post(module, args, output):
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - starts[name]
+            spent.setdefault(name, []).append(time.perf_counter() - starts[name])
 
         return pre, post
 
@@ -190,10 +191,11 @@ def profile_forward(
             for name, child in model.named_children():
                 pre, post = timed(name)
                 handles += [child.register_forward_pre_hook(pre), child.register_forward_hook(post)]
-            start = time.perf_counter()
+            passes = []
             for _ in range(repeats):
+                start = time.perf_counter()
                 model(x)
-            total_wall = time.perf_counter() - start
+                passes.append(time.perf_counter() - start)
             for handle in handles:
                 handle.remove()
     finally:
@@ -202,7 +204,13 @@ def profile_forward(
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     operators = [(e.key, e.self_cpu_time_total / total, e.count // repeats) for e in events[:top]]
-    modules = sorted(((name, t / total_wall) for name, t in spent.items()), key=lambda kv: kv[1], reverse=True)
+    median_pass = statistics.median(passes)
+    shares = []
+    for name, times in spent.items():
+        calls = len(times) // repeats  # calls per forward; ``times`` runs pass by pass
+        per_pass = [sum(times[i * calls : (i + 1) * calls]) for i in range(repeats)]
+        shares.append((name, statistics.median(per_pass) / median_pass))
+    modules = sorted(shares, key=lambda kv: kv[1], reverse=True)
     return operators, modules
 
 
