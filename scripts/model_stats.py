@@ -185,6 +185,11 @@ VOLUME_NETWORKS = {  # 3D peers, as MONAI's tutorials configure them
 }
 
 
+def _deployed_lmnet(**kwargs) -> torch.nn.Module:
+    """The re-parameterized, channels-last LM-Net of ``kwargs`` (a module-level builder: fresh processes pickle it)."""
+    return to_channels_last(reparameterize_model(LMNet(**kwargs)))
+
+
 def _print_volumes(args: argparse.Namespace) -> int:
     """The 3D cost table: parameters, MACs and latency of one 96^3 window, seconds per LGG-like 256 x 256 x 32
     volume through MONAI's sliding-window inferer (roi 96 x 96 x 32, overlap 0.25, Gaussian blending), and (without
@@ -198,7 +203,7 @@ def _print_volumes(args: argparse.Namespace) -> int:
 
     dims = {"spatial_dims": 3, "in_channels": args.in_channels, "out_channels": 2}
     builders = {"LM-Net 3D training form": partial(LMNet, **dims),
-                "LM-Net 3D deployed": lambda: to_channels_last(reparameterize_model(LMNet(**dims)))}
+                "LM-Net 3D deployed": partial(_deployed_lmnet, **dims)}
     if not args.lmnet_only:
         builders.update({name: partial(network_from_def, {**config, **dims})
                          for name, config in VOLUME_NETWORKS.items()})
