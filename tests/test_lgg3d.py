@@ -1,6 +1,6 @@
-"""The 3D task overlay (configs/lgg3d/): train -> evaluate -> infer through ConfigWorkflow on synthetic volumes
-thinner than a window (padded), check_properties, verify_net_in_out, and the predictor's labels equal to the
-inference config's."""
+"""The 3D task overlay (configs/lgg3d/): train -> evaluate -> infer through ``python -m monai.bundle run`` on
+synthetic volumes thinner than a window (padded), check_properties, verify_net_in_out, and the predictor's labels
+equal to the inference config's."""
 
 from __future__ import annotations
 
@@ -12,33 +12,51 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from monai.bundle import ConfigWorkflow
 
 from bundle.data.datalist import build_datalist, write_datalist
+from bundle.demo import bundle_run
 from bundle.predictor import Predictor
 from tests.conftest import ROOT
-from tests.helpers import run_workflow
 
 # a small 3D network and windows, so the whole chain runs in about a minute on 2 CPU threads
 SMALL = {"roi_size": [32, 32], "patch_size": [32, 32, 16], "num_workers": 0, "sw_batch_size": 2,
          "network_def#features": [8, 16, 16, 32, 32], "network_def#lft_heads": 2, "network_def#gft_heads": 8}
+EVALUATE = [str(ROOT / "configs" / "evaluate.json")]
 
 
 @pytest.fixture(scope="module")
 def trained(synthetic_lgg, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lgg3d")
     write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.17, 0.33)), tmp / "datalist.json")
-    wf = run_workflow(["train.json", "lgg3d/train.json"], "train", dataset_dir=str(synthetic_lgg),
-                   output_dir=str(tmp / "train"), datalist=str(tmp / "datalist.json"), max_epochs=2, val_interval=1,
-                   batch_size=2, num_samples=2, **SMALL)
-    assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
+    bundle_run("lgg3d", "train", {"dataset_dir": synthetic_lgg, "output_dir": tmp / "train",
+                                  "datalist": tmp / "datalist.json", "max_epochs": 2, "val_interval": 1,
+                                  "batch_size": 2, "num_samples": 2, **SMALL}, tmp / "train.log")
     return tmp, tmp / "train" / "checkpoints" / "model.pt"
+
+
+@pytest.mark.parametrize("kind, files", [("train", ["train.json", "lgg3d/train.json"]),
+                                         ("infer", ["inference.json", "lgg3d/inference.json"])])
+def test_workflow_properties(trained, synthetic_lgg, kind, files):
+    tmp, checkpoint = trained
+    data = ({"dataset_dir": str(synthetic_lgg), "datalist": str(tmp / "datalist.json")} if kind == "train"
+            else {"dataset_dir": str(synthetic_lgg / "SYN_000_image.nii.gz"), "ckpt_path": str(checkpoint)})
+    configs = ROOT / "configs"
+    wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"),
+                        logging_file=str(configs / "logging.conf"), workflow_type=kind, bundle_root=str(ROOT),
+                        output_dir=str(tmp / f"properties_{kind}"), **data, **SMALL)
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
 
 
 def test_trains_and_evaluates(trained, synthetic_lgg):
     tmp, checkpoint = trained
     assert checkpoint.is_file()
-    run_workflow(["train.json", "lgg3d/train.json", "evaluate.json"], "eval", dataset_dir=str(synthetic_lgg),
-              output_dir=str(tmp / "eval"), datalist=str(tmp / "datalist.json"), ckpt_path=str(checkpoint), **SMALL)
+    assert "Epoch: 2/2" in (tmp / "train.log").read_text()
+    bundle_run("lgg3d", "train", {"dataset_dir": synthetic_lgg, "output_dir": tmp / "eval",
+                                  "datalist": tmp / "datalist.json", "ckpt_path": checkpoint, **SMALL},
+               tmp / "evaluate.log", EVALUATE)
     summary = json.loads((tmp / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["dice/all"]["mean"] <= 1.0
 
@@ -49,8 +67,8 @@ def test_infers_whole_volumes_like_the_predictor(trained, synthetic_lgg):
     inputs.mkdir(exist_ok=True)
     source = synthetic_lgg / "SYN_000_image.nii.gz"
     (inputs / "vol_image.nii.gz").write_bytes(source.read_bytes())
-    run_workflow(["inference.json", "lgg3d/inference.json"], "infer", dataset_dir=str(inputs),
-              output_dir=str(tmp / "out"), ckpt_path=str(checkpoint), **SMALL)
+    bundle_run("lgg3d", "inference", {"dataset_dir": inputs, "output_dir": tmp / "out", "ckpt_path": checkpoint,
+                                      **SMALL}, tmp / "inference.log")
     written = nib.load(tmp / "out" / "vol_image_seg.nii.gz")
     image = nib.load(source)
     assert written.shape == image.shape[:3] and np.allclose(written.affine, image.affine)
