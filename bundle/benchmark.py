@@ -223,16 +223,77 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def _peak_worker(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int, queue) -> None:
-    torch.set_num_threads(threads)
+def _reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current resident set; returns that resident set in KiB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+
+
+def _peak_rise_mib(before_kib: int) -> float:
+    """How far the peak resident set rose above ``before_kib`` since :func:`_reset_peak_rss`, in MiB."""
+    return (_status_kib("VmHWM") - before_kib) / 1024.0
+
+
+def _forward_peak(builder: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> float:
     model = builder().eval()
     x = torch.randn(*input_shape)
-    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident set
-        f.write("5")
-    before = _status_kib("VmRSS")
+    before = _reset_peak_rss()
     with torch.inference_mode():
         model(x)
-    queue.put((_status_kib("VmHWM") - before) / 1024.0)
+    return _peak_rise_mib(before)
+
+
+def _training_steps(builder: Callable[[], nn.Module], input_shape: tuple[int, ...], steps: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = builder().train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(*input_shape)
+    target = torch.randint(0, 2, (input_shape[0], *input_shape[2:]))
+    before = _reset_peak_rss()
+    seconds = []
+    for _ in range(steps + 1):  # the first step (allocations, kernel selection) is not timed
+        start = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:]), _peak_rise_mib(before)
+
+
+def _worker(measure: Callable, threads: int, args: tuple, queue) -> None:
+    try:
+        torch.set_num_threads(threads)
+        queue.put(("ok", measure(*args)))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def _in_fresh_process(measure: Callable, threads: int, *args):
+    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result.
+
+    Raises:
+        RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(measure, threads, args, queue))
+    proc.start()
+    try:
+        while True:
+            try:
+                status, result = queue.get(timeout=2.0)
+                break
+            except Empty:  # still running, unless the worker is gone
+                if not proc.is_alive():
+                    raise RuntimeError(f"the measuring process exited with code {proc.exitcode} before reporting "
+                                       f"(killed for memory?) on input {args[1]}") from None
+    finally:
+        proc.join()
+    if status == "error":
+        raise RuntimeError(f"measuring on input {args[1]} failed: {result}")
+    return result
 
 
 def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 1) -> float:
@@ -240,42 +301,10 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``), one inference-mode forward runs on
     ``input_shape``, and the new peak minus the resident set before the forward is returned.
 
-    ``builder`` must be picklable (a module-level function or ``functools.partial``).
+    ``builder`` must be picklable (a module-level function or ``functools.partial``). Raises ``RuntimeError`` as
+    :func:`measure_training_step` does.
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_worker, args=(builder, tuple(input_shape), threads, queue))
-    proc.start()
-    try:
-        result = queue.get(timeout=600)
-    finally:
-        proc.join()
-    return float(result)
-
-
-def _training_worker(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int, steps: int,
-                     queue) -> None:
-    try:
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        model = builder().train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        x = torch.randn(*input_shape)
-        target = torch.randint(0, 2, (input_shape[0], *input_shape[2:]))
-        with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current resident set
-            f.write("5")
-        before = _status_kib("VmRSS")
-        seconds = []
-        for _ in range(steps + 1):  # the first step (allocations, kernel selection) is not timed
-            start = time.perf_counter()
-            loss = nn.functional.cross_entropy(model(x), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            seconds.append(time.perf_counter() - start)
-        queue.put((statistics.median(seconds[1:]), (_status_kib("VmHWM") - before) / 1024.0))
-    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
-        queue.put(f"{type(err).__name__}: {err}")
+    return float(_in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
 
 
 def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 2,
@@ -287,24 +316,7 @@ def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequenc
     Raises:
         RuntimeError: the step failed in the worker, or the worker died (e.g. killed for memory).
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_training_worker, args=(builder, tuple(input_shape), threads, steps, queue))
-    proc.start()
-    try:
-        while True:
-            try:
-                result = queue.get(timeout=2.0)
-                break
-            except Empty:  # still running, unless the worker is gone
-                if not proc.is_alive():
-                    raise RuntimeError(f"the training-step worker exited with code {proc.exitcode} before reporting "
-                                       f"(killed for memory?) on input {tuple(input_shape)}") from None
-    finally:
-        proc.join()
-    if isinstance(result, str):
-        raise RuntimeError(f"a training step on input {tuple(input_shape)} failed: {result}")
-    seconds, peak = result
+    seconds, peak = _in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
     return float(seconds), float(peak)
 
 

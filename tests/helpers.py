@@ -41,9 +41,9 @@ def config_segmenter(network: nn.Module, task: str = "lgg", **overrides):
     return Segmenter(copy.deepcopy(network), None, device="cpu", amp=False, **pieces)
 
 
-def run_workflow(files: list[str], workflow_type: str, **overrides):
-    """Initialize, check (no required property missing), run and finalize a ``ConfigWorkflow`` of the bundle's
-    ``configs/<files>`` (overrides: config id -> value); returns the workflow."""
+def checked_workflow(files: list[str], workflow_type: str, **overrides):
+    """An initialized ``ConfigWorkflow`` of the bundle's ``configs/<files>`` (overrides: config id -> value), with
+    no required property missing (``check_properties``)."""
     from monai.bundle import ConfigWorkflow
 
     from tests.conftest import ROOT
@@ -54,6 +54,13 @@ def run_workflow(files: list[str], workflow_type: str, **overrides):
                         bundle_root=str(ROOT), **overrides)
     wf.initialize()
     assert wf.check_properties() == []
+    return wf
+
+
+def run_workflow(files: list[str], workflow_type: str, **overrides):
+    """Initialize, check (:func:`checked_workflow`), run and finalize a ``ConfigWorkflow`` of the bundle's
+    ``configs/<files>``; returns the workflow."""
+    wf = checked_workflow(files, workflow_type, **overrides)
     wf.run()
     wf.finalize()
     return wf

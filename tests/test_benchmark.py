@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch.nn as nn
 
-from bundle.benchmark import measure_training_step, profile_forward
+from bundle.benchmark import measure_peak_memory, measure_training_step, profile_forward
 
 
 def test_training_step_trains_in_a_fresh_process():
@@ -32,3 +32,9 @@ def test_profile_names_every_child_module_with_a_share_of_the_pass():
     assert sorted(name for name, _ in modules) == ["0", "1", "2"]
     # shares of one pass (medians over the passes): not a multiple of it
     assert all(share > 0 for _, share in modules) and sum(share for _, share in modules) < 1.5
+
+
+def test_peak_memory_reports_a_failed_forward_instead_of_waiting():
+    with pytest.raises(RuntimeError, match="failed"):
+        measure_peak_memory(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 8, 8, 8), threads=1)
+    assert measure_peak_memory(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 64, 64), threads=1) >= 0

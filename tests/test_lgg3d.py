@@ -12,12 +12,12 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from monai.bundle import ConfigWorkflow
 
 from bundle.data.datalist import build_datalist, write_datalist
 from bundle.demo import bundle_run
 from bundle.predictor import Predictor
 from tests.conftest import ROOT
+from tests.helpers import checked_workflow
 
 # a small 3D network and windows, so the whole chain runs in about a minute on 2 CPU threads
 SMALL = {"roi_size": [32, 32], "patch_size": [32, 32, 16], "num_workers": 0, "sw_batch_size": 2,
@@ -41,12 +41,7 @@ def test_workflow_properties(trained, synthetic_lgg, kind, files):
     tmp, checkpoint = trained
     data = ({"dataset_dir": str(synthetic_lgg), "datalist": str(tmp / "datalist.json")} if kind == "train"
             else {"dataset_dir": str(synthetic_lgg / "SYN_000_image.nii.gz"), "ckpt_path": str(checkpoint)})
-    configs = ROOT / "configs"
-    wf = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=str(configs / "metadata.json"),
-                        logging_file=str(configs / "logging.conf"), workflow_type=kind, bundle_root=str(ROOT),
-                        output_dir=str(tmp / f"properties_{kind}"), **data, **SMALL)
-    wf.initialize()
-    assert wf.check_properties() == []
+    wf = checked_workflow(files, kind, output_dir=str(tmp / f"properties_{kind}"), **data, **SMALL)
     assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
 
 
