@@ -19,6 +19,7 @@ from bundle.config import bundle_run_command
 from bundle.runtimes import OpenVINONetwork, check_runtime, runtime_network
 from bundle.segmenter import Segmenter
 from tests.conftest import ROOT, SHARED_DATA
+from tests.helpers import randomize_batchnorm
 
 pytest.importorskip("openvino")
 
@@ -77,6 +78,24 @@ def test_agrees_with_pytorch_fp32_on_a_real_shaped_input(weights, reference, run
     assert both >= 0.99
     if precision == "fp32":
         assert np.abs(scores - reference_scores).max() < 1e-3
+
+
+def test_openvino_fp32_is_exact_against_the_training_form():
+    """OpenVINO fp32 of the deployed form gives the training form's logits (randomized batch norm, unit-scale logits)
+    to 1e-4, as the deployed PyTorch form does: it is an exact fp32 form, not a reduced-precision one."""
+    from bundle.networks import LMNet, reparameterize_model, to_channels_last
+
+    torch.manual_seed(3)
+    net = randomize_batchnorm(LMNet(), seed=4).eval()
+    x = torch.randn(2, 1, 64, 80)
+    with torch.no_grad():
+        std = net(x).std()
+        net.head.weight /= std
+        net.head.bias /= std
+        expected = net(x)
+        got = OpenVINONetwork(to_channels_last(reparameterize_model(net)), "fp32")(x)
+    assert 0.5 < float(expected.std()) < 2.0
+    assert float((got - expected).abs().max()) <= 1e-4
 
 
 def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
