@@ -9,6 +9,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --volumes       # 3D: LM-Net 3D beside MONAI's 3D UNet, SegResNet, SwinUNETR
     python -m scripts.model_stats --runtimes      # every network x runtime (eager, torch.compile, OpenVINO) x
                                                   # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
+    python -m scripts.model_stats --runtimes --no-compile   # the same without torch.compile (about 11 minutes)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import statistics
 from functools import partial
 from pathlib import Path
 
@@ -104,11 +106,11 @@ def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) 
 
 
 def _print_runtimes(args: argparse.Namespace) -> int:
-    """One table: every network in every runtime and precision; then the best path of each, and seconds per
-    256 x 256 x 40 volume through the predictor."""
+    """One table: every network in every runtime and precision; then every path at b1 t2 re-timed in turn, the best
+    path of each network and LM-Net's ratios; and seconds per 256 x 256 x 40 volume through the predictor."""
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]
     ranked = settings[min(1, len(settings) - 1)]  # (batch, threads) the best paths are compared at
-    runtimes = ["eager", "openvino"] if args.quick else ["eager", "torch.compile", "openvino"]
+    runtimes = ["eager", "openvino"] if args.quick or args.no_compile else ["eager", "torch.compile", "openvino"]
     repeats = 3 if args.quick else args.repeats
     builders = {"LM-Net deployed": lambda: to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))}
     if not args.lmnet_only:
@@ -118,7 +120,7 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
-    ms_at: dict[str, dict[str, float]] = {name: {} for name in builders}  # network -> "runtime precision" -> ms
+    ranked_runners: dict[str, dict[str, torch.nn.Module]] = {name: {} for name in builders}  # "runtime precision"
     for name, build in builders.items():
         model = build().eval()
         for runtime in runtimes:
@@ -138,23 +140,45 @@ def _print_runtimes(args: argparse.Namespace) -> int:
                         continue
                     cells.append(f"{ms:.1f}")
                     if (batch, threads) == ranked:
-                        ms_at[name][f"{runtime} {precision}"] = ms
+                        ranked_runners[name][f"{runtime} {precision}"] = runners[key]
                 print(_row(cells), flush=True)
-    print(f"\n# best path per network at b{ranked[0]} t{ranked[1]} (LM-Net's bf16 / OpenVINO paths: their agreement "
-          f"with fp32 is measured by scripts/runtime_agreement.py)")
-    print(_row(["network", "best path", "ms", "LM-Net best / this best", "LM-Net eager fp32 / this eager fp32",
-                "LM-Net best fp32 / this eager fp32"]))
-    print(_row(["---"] * 6))
-    lm = ms_at["LM-Net deployed"]
-    lm_fp32 = min(ms for path, ms in lm.items() if path.endswith("fp32"))  # fp32 in any runtime: exact to 1e-4
-    for name, paths in ms_at.items():
-        best = min(paths, key=paths.get)
-        eager = paths.get("eager fp32", float("nan"))
-        print(_row([name, best, f"{paths[best]:.1f}", f"{min(lm.values()) / paths[best]:.2f}",
-                    f"{lm.get('eager fp32', float('nan')) / eager:.2f}", f"{lm_fp32 / eager:.2f}"]))
+    _print_best_paths(args, ranked_runners, ranked, repeats)
     if not args.lmnet_only:
         _print_volume_seconds(args)
     return 0
+
+
+def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, torch.nn.Module]],
+                      ranked: tuple[int, int], repeats: int) -> None:
+    """Every path of every network at the ``ranked`` setting timed again, in turn (network by network, path by path,
+    ``rounds`` rounds), so that the machine's drift during the sweep does not pick the best paths; the best path and
+    the ratios use the median of each path's rounds."""
+    lm_name = "LM-Net deployed"
+    rounds = 1 if args.quick else 5
+    batch, threads = ranked
+    timed: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for name, paths in runners.items():
+            for path in sorted(paths):
+                timed.setdefault((name, path), []).append(measure_latency(
+                    runners[name][path], (batch, args.in_channels, args.size, args.size), threads, repeats, warmup=1))
+    ms = {key: statistics.median(values) for key, values in timed.items()}
+    lm_paths = {path: ms[(lm_name, path)] for path in runners[lm_name]}
+    lm_best = min(lm_paths.values())
+    lm_best_fp32 = min(v for path, v in lm_paths.items() if path.endswith("fp32"))
+    print(f"\n# best path per network at b{batch} t{threads}, re-timed in turn ({rounds} rounds of {repeats} forwards, "
+          f"median of the rounds); LM-Net's bf16 / OpenVINO paths: their agreement with fp32 is measured by "
+          f"scripts/runtime_agreement.py; fp32 paths are exact to 1e-4")
+    print(_row(["network", "best path", "ms", "eager fp32 ms", "LM-Net best / this best",
+                "LM-Net best / this eager fp32", "LM-Net eager fp32 / this eager fp32",
+                "LM-Net best fp32 / this eager fp32"]))
+    print(_row(["---"] * 8))
+    for name, paths in runners.items():
+        best = min(paths, key=lambda path: ms[(name, path)])
+        eager = ms.get((name, "eager fp32"), float("nan"))
+        print(_row([name, best, f"{ms[(name, best)]:.1f}", f"{eager:.1f}", f"{lm_best / ms[(name, best)]:.2f}",
+                    f"{lm_best / eager:.2f}", f"{lm_paths.get('eager fp32', float('nan')) / eager:.2f}",
+                    f"{lm_best_fp32 / eager:.2f}"]), flush=True)
 
 
 def _print_volume_seconds(args: argparse.Namespace) -> None:
@@ -258,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the 3D table: LM-Net 3D vs MONAI's 3D UNet, SegResNet, SwinUNETR (96^3, 256x256x32)")
     parser.add_argument("--runtimes", action="store_true",
                         help="only the runtime table: eager / torch.compile / OpenVINO x fp32 / bf16, and s / volume")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="--runtimes without torch.compile rows (compiling LM-Net takes over 15 min on 2 cores)")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     args = parser.parse_args(argv)

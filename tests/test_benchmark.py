@@ -38,3 +38,22 @@ def test_peak_memory_reports_a_failed_forward_instead_of_waiting():
     with pytest.raises(RuntimeError, match="failed"):
         measure_peak_memory(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 8, 8, 8), threads=1)
     assert measure_peak_memory(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 64, 64), threads=1) >= 0
+
+
+def test_runtime_table_ranks_lmnet_paths_and_reports_its_ratios(capsys):
+    """`model_stats --runtimes` (small input, LM-Net only): a row per runtime x precision, and the re-timed best-path
+    table whose LM-Net row compares LM-Net with itself (every ratio that uses its own best path is 1)."""
+    pytest.importorskip("openvino")
+    from scripts.model_stats import main
+
+    assert main(["--runtimes", "--quick", "--lmnet-only", "--size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    sweep = [line for line in lines if line.startswith("| LM-Net deployed | ") and line.count("|") == 5]
+    assert [tuple(line.split(" | ")[1:3]) for line in sweep] == [
+        ("eager", "fp32"), ("eager", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+    best = [line for line in lines if line.startswith("| LM-Net deployed | ") and line.count("|") == 9]
+    assert len(best) == 1
+    cells = [cell.strip() for cell in best[0].strip("|").split("|")]
+    assert cells[1] in {f"{r} {p}" for r in ("eager", "openvino") for p in ("fp32", "bf16")}
+    assert cells[4] == "1.00"  # LM-Net best / this best
+    assert float(cells[2]) <= float(cells[3])  # the best path is no slower than eager fp32 in the re-timing
