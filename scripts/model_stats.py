@@ -120,7 +120,8 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
-    ranked_runners: dict[str, dict[str, torch.nn.Module]] = {name: {} for name in builders}  # "runtime precision"
+    # network -> "runtime precision" -> its runner at the ranked setting
+    ranked_runners: dict[str, dict[str, torch.nn.Module]] = {name: {} for name in builders}
     for name, build in builders.items():
         model = build().eval()
         for runtime in runtimes:
