@@ -82,7 +82,8 @@ class OpenVINONetwork(nn.Module):
     """A deployed network run by OpenVINO's CPU plugin: (B, C, *S) float tensor -> (B, classes, *S) fp32 tensor.
 
     One OpenVINO model per input shape (batch dynamic), converted on first use, cached on disk when ``weights`` is
-    given (see the module docstring), compiled with ``INFERENCE_PRECISION_HINT`` f32 or bf16.
+    given (see the module docstring); compiled once per batch size, with the batch fixed (the CPU plugin runs static
+    shapes faster), with ``INFERENCE_PRECISION_HINT`` f32 or bf16.
 
     Args:
         network: the deployed (re-parameterized) PyTorch network, eval mode, on the CPU.
@@ -102,7 +103,8 @@ class OpenVINONetwork(nn.Module):
         self.weights = None if weights is None else Path(weights)
         self.threads = threads
         self._core = ov.Core()
-        self._compiled: dict[tuple[int, ...], object] = {}
+        self._converted: dict[tuple[int, ...], object] = {}  # (C, *S) -> converted model, batch dynamic
+        self._compiled: dict[tuple[int, ...], object] = {}  # (B, C, *S) -> compiled model, batch fixed
         self._digest = None if weights is None else sha256_file(weights)
 
     def _model_for(self, shape: tuple[int, ...]):
@@ -126,16 +128,24 @@ class OpenVINONetwork(nn.Module):
         return model
 
     def _compiled_for(self, shape: tuple[int, ...]):
+        """The compiled model for a full input shape (batch included): the converted model of its (C, *S) with the
+        batch fixed, since the CPU plugin runs a static shape faster than a dynamic batch."""
         if shape not in self._compiled:
+            import openvino as ov
+
+            if shape[1:] not in self._converted:
+                self._converted[shape[1:]] = self._model_for(shape[1:])
+            model = self._converted[shape[1:]].clone()
+            model.reshape(ov.PartialShape(list(shape)))
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
                       "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
-            self._compiled[shape] = self._core.compile_model(self._model_for(shape), "CPU", config)
+            self._compiled[shape] = self._core.compile_model(model, "CPU", config)
         return self._compiled[shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"the OpenVINO runtime runs on the CPU; got a tensor on {x.device}.")
-        compiled = self._compiled_for(tuple(x.shape[1:]))
+        compiled = self._compiled_for(tuple(x.shape))
         result = compiled(x.detach().float().contiguous().numpy())[0]
         return torch.from_numpy(result.copy())
 
