@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .data.datalist import build_datalist, write_datalist
 from .data.synthetic import write_synthetic_lgg
 from .demo import BUNDLE_ROOT, bundle_run
 
-__all__ = ["CheckResult", "cuda_missing", "run_gpu_check", "latency_rows", "report"]
+__all__ = ["CheckResult", "cuda_missing", "free_tcp_port", "run_gpu_check", "latency_rows", "report"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,13 @@ def cuda_missing() -> str | None:
         return (f"no CUDA device visible to PyTorch {torch.__version__} "
                 f"({'a CPU-only build' if build is None else f'built for CUDA {build}'})")
     return None
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the rendezvous port of a one-machine DDP run)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _step(name: str, results: list[CheckResult], func) -> None:
@@ -132,13 +140,15 @@ def run_gpu_check(output_dir: str | os.PathLike, device: str = "cuda", epochs: i
                      "num_samples": 4, "amp": amp, "resume": False}
         run = bundle_run_command(BUNDLE_ROOT, "lgg", "train", {k: str(v) for k, v in overrides.items()},
                                  [BUNDLE_ROOT / "configs" / "multi_gpu_train.json"])
-        cmd = [run[0], "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29531", *run[1:]]
+        cmd = [run[0], "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_tcp_port()), *run[1:]]
         env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT)}
         log = out / "logs" / "ddp.log"
         with open(log, "w") as handle:
             result = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         if result.returncode != 0 or not (out / "ddp" / "checkpoints" / "model_final.pt").is_file():
-            raise RuntimeError(f"torchrun exit {result.returncode}; see {log}")
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"torchrun exit {result.returncode}; log {log}:\n{tail}")
         return "1 process, " + ("nccl" if device == "cuda" else "gloo")
 
     rows: list[dict] = []

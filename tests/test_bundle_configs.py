@@ -18,6 +18,7 @@ from monai.transforms import Compose
 from PIL import Image
 
 from bundle.data.datalist import build_datalist, write_datalist
+from bundle.gpu_check import free_tcp_port
 from bundle.networks import LMNet
 from bundle.training_state import latest_checkpoint
 from tests.conftest import ROOT, SHARED_DATA
@@ -341,7 +342,8 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
     # two validation cases, so each rank's DistributedSampler gets one
     write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.3, 0.2)), tmp_path / "datalist.json")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_tcp_port()),
         "-m", "monai.bundle", "run", "--config_file", "['configs/train.json', 'configs/multi_gpu_train.json']",
         "--bundle_root", ".", "--dataset_dir", str(synthetic_lgg), "--output_dir", str(tmp_path / "ddp"),
         "--datalist", str(tmp_path / "datalist.json"), "--max_epochs", "1", "--val_interval", "1",
