@@ -14,7 +14,7 @@ from .settings import as_bool
 
 __all__ = [
     "SelectChanneld", "RandColorJitterd", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond",
-    "SaveLabeld", "keep_largest_lesion", "filter_lesions",
+    "LesionLabeld", "SaveLabeld", "keep_largest_lesion", "filter_lesions", "check_threshold", "scores_to_label",
 ]
 
 
@@ -195,24 +195,79 @@ def filter_lesions(label: torch.Tensor, keep_largest: bool = False, min_size: in
     return torch.as_tensor(keep[components])
 
 
+def check_threshold(threshold: object) -> float:
+    """``threshold`` (``lesion_threshold``) as a float strictly between 0 and 1; raises ``ValueError`` otherwise."""
+    try:
+        value = float(threshold)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(threshold, bool) or not 0.0 < value < 1.0:
+        raise ValueError(f"lesion_threshold must be a lesion probability strictly between 0 and 1, got {threshold!r}.")
+    return value
+
+
+def scores_to_label(scores: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Class indices (1, *S), in ``scores``' dtype, of per-class scores (K, *S) (probabilities or one-hot).
+
+    At ``threshold`` 0.5 a voxel takes the class of the highest score (argmax; ties go to the lower class, as
+    MONAI's ``AsDiscrete``). Otherwise the scores must be two classes (background, lesion), and a voxel is lesion
+    when its lesion score exceeds ``threshold``: below 0.5 more voxels are lesion, above fewer.
+    """
+    if threshold == 0.5:
+        return torch.argmax(scores, dim=0, keepdim=True).to(scores.dtype)
+    if scores.shape[0] != 2:
+        raise ValueError(f"lesion_threshold {threshold} needs two classes (background, lesion); the scores have "
+                         f"{scores.shape[0]}. Use 0.5 (argmax) for more classes.")
+    return (scores[1:2] > threshold).to(scores.dtype)
+
+
+class LesionLabeld(MapTransform):
+    """Per-class scores to class indices with a lesion probability threshold (:func:`scores_to_label`), optionally
+    one-hot: the last step of inference and of validation.
+
+    Args:
+        keys: keys of the scores, (K, *S) probabilities.
+        threshold: lesion probability above which a voxel is lesion (``lesion_threshold``; 0.5 is argmax).
+        to_onehot: number of classes of a one-hot output (K, *S); ``None`` gives class indices (1, *S).
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, to_onehot: int | None = None,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = check_threshold(threshold)
+        self.to_onehot = to_onehot
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = scores_to_label(d[key], self.threshold)
+            if self.to_onehot is not None:
+                from monai.networks import one_hot
+
+                label = one_hot(label, num_classes=int(self.to_onehot), dim=0, dtype=label.dtype)
+            d[key] = label
+        return d
+
+
 class LesionFilterd(MapTransform):
     """Remove connected lesion components by size: those smaller than ``min_size`` voxels and, with ``keep_largest``,
     all but the largest (a volume as a whole, in 3D). Removed voxels become background.
 
     Works on class-index labels (1, *S) and on per-class scores (K, *S): one-hot labels or probabilities, where a
-    voxel is lesion when a foreground class has the highest score, and removed voxels get background score 1 and
-    foreground scores 0 (so filtering before an inverse resize removes the component at every resolution).
+    voxel is lesion as :func:`scores_to_label` decides with ``threshold``, and removed voxels get background score 1
+    and foreground scores 0 (so filtering before an inverse resize removes the component at every resolution).
 
     Args:
         keys: keys of the predictions.
         keep_largest: keep only the largest component (``keep_largest_component``; ``"false"`` reads as false).
         min_size: smallest component kept, in voxels of the grid the filter runs on (``min_lesion_size``; 0 keeps all).
         scores: whether the data are per-class scores (K, *S) rather than class indices (1, *S).
+        threshold: lesion probability above which a score voxel is lesion (``lesion_threshold``; 0.5 is argmax).
     """
 
     def __init__(
         self, keys: KeysCollection, keep_largest: bool = False, min_size: int = 0, scores: bool = False,
-        allow_missing_keys: bool = False,
+        threshold: float = 0.5, allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.keep_largest = as_bool(keep_largest, "keep_largest_component")
@@ -220,6 +275,7 @@ class LesionFilterd(MapTransform):
             raise ValueError(f"min_lesion_size must be an int >= 0 (voxels), got {min_size!r}.")
         self.min_size = int(min_size)
         self.scores = scores
+        self.threshold = check_threshold(threshold)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -227,7 +283,7 @@ class LesionFilterd(MapTransform):
             return d
         for key in self.key_iterator(d):
             pred = d[key]
-            label = pred.argmax(0) if self.scores else pred[0]
+            label = scores_to_label(pred, self.threshold)[0] if self.scores else pred[0]
             removed = (label > 0) & ~filter_lesions(label, self.keep_largest, self.min_size).to(pred.device)
             if not removed.any():
                 continue

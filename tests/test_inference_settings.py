@@ -27,6 +27,7 @@ VARIANTS = {  # setting -> value other than the base's
     "intensity_percentiles": [10.0, 90.0],
     "keep_largest_component": True,
     "min_lesion_size": 40,
+    "lesion_threshold": 0.3,
     "channel_index": 0,
     "context_slices": 1,
 }
@@ -44,8 +45,9 @@ def _weights(path: Path, in_channels: int, volume: np.ndarray) -> Path:
         net(torch.nn.functional.interpolate(x.repeat(1, in_channels, 1, 1), size=(64, 64)))
         handle.remove()
         net.head.weight.zero_()
-        net.head.weight[1, 0] = 1.0
-        net.head.bias.copy_(torch.tensor([0.0, -float(torch.cat(features).quantile(0.85))]))
+        # scaled so that lesion probabilities spread over (0, 1) (the feature varies by a few hundredths)
+        net.head.weight[1, 0] = 100.0
+        net.head.bias.copy_(torch.tensor([0.0, -100.0 * float(torch.cat(features).quantile(0.85))]))
     torch.save(net.state_dict(), path)
     return path
 

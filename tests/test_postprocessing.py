@@ -1,12 +1,14 @@
-"""Largest-component post-processing: what it keeps, in 2D, in 3D across slices, one-hot, and switched off."""
+"""Lesion post-processing: the largest-component and size filters (what they keep, in 2D, in 3D across slices,
+one-hot, switched off) and the lesion probability threshold that turns scores into labels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from monai.transforms import AsDiscrete
 
-from bundle.transforms import KeepLargestLesiond, LesionFilterd, keep_largest_lesion
+from bundle.transforms import KeepLargestLesiond, LesionFilterd, LesionLabeld, keep_largest_lesion, scores_to_label
 
 
 def _two_lesions_3d() -> np.ndarray:
@@ -80,3 +82,52 @@ def test_lesion_filter_off_passes_the_data_through():
 def test_lesion_filter_refuses_a_bad_size(min_size):
     with pytest.raises(ValueError, match="min_lesion_size"):
         LesionFilterd("pred", min_size=min_size)
+
+
+def _probabilities(seed: int = 0, classes: int = 2) -> torch.Tensor:
+    logits = torch.randn(classes, 24, 20, 3, generator=torch.Generator().manual_seed(seed)) * 3
+    return torch.softmax(logits, dim=0)
+
+
+def test_threshold_half_is_monais_argmax():
+    probs = _probabilities()
+    assert torch.equal(scores_to_label(probs, 0.5), AsDiscrete(argmax=True)(probs))
+    three = _probabilities(classes=3)
+    assert torch.equal(scores_to_label(three, 0.5), AsDiscrete(argmax=True)(three))
+    onehot = LesionLabeld("pred", to_onehot=2)({"pred": probs})["pred"]
+    assert torch.equal(onehot, AsDiscrete(argmax=True, to_onehot=2)(probs))
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 0.7])
+def test_a_voxel_is_lesion_when_its_probability_exceeds_the_threshold(threshold):
+    probs = _probabilities(1)
+    label = LesionLabeld("pred", threshold=threshold)({"pred": probs})["pred"]
+    assert label.shape == (1, 24, 20, 3) and label.dtype == probs.dtype
+    assert torch.equal(label[0] > 0, probs[1] > threshold)
+    # a lower threshold marks a superset of a higher one's lesion, and more of it than argmax at these probabilities
+    assert bool(((scores_to_label(probs, 0.1) > 0) | (label == 0)).all())
+    assert int(scores_to_label(probs, 0.1).sum()) > int(scores_to_label(probs, 0.5).sum())
+
+
+def test_the_size_filter_decides_lesion_with_the_same_threshold():
+    probs = torch.zeros(2, 20, 20)
+    probs[1, 2:6, 2:6] = 0.4  # 16 voxels of lesion probability 0.4: background by argmax, lesion at threshold 0.3
+    probs[1, 10:12, 10:12] = 0.35  # 4 voxels, a small component at threshold 0.3
+    probs[0] = 1 - probs[1]
+    out = LesionFilterd("pred", min_size=10, scores=True, threshold=0.3)({"pred": probs})["pred"]
+    label = scores_to_label(out, 0.3)[0]
+    assert int(label.sum()) == 16 and int(label[10:12, 10:12].sum()) == 0
+    assert int(scores_to_label(LesionFilterd("pred", min_size=10, scores=True)({"pred": probs})["pred"])[0].sum()) == 0
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 1.5, -0.2, "half", None, True])
+def test_a_bad_threshold_is_refused_by_name(threshold):
+    with pytest.raises(ValueError, match="lesion_threshold"):
+        LesionLabeld("pred", threshold=threshold)
+    with pytest.raises(ValueError, match="lesion_threshold"):
+        LesionFilterd("pred", min_size=5, scores=True, threshold=threshold)
+
+
+def test_a_threshold_other_than_half_needs_two_classes():
+    with pytest.raises(ValueError, match="two classes"):
+        LesionLabeld("pred", threshold=0.3)({"pred": _probabilities(classes=3)})

@@ -12,7 +12,7 @@ from .conftest import Workspace, start_server
 from .helpers import read_label, run_bundle_inference
 
 SETTINGS = {"tta_flips": [], "roi_size": [192, 192], "keep_largest_component": True, "min_lesion_size": 20,
-            "intensity_percentiles": [2.0, 98.0]}
+            "lesion_threshold": 0.4, "intensity_percentiles": [2.0, 98.0]}
 
 
 @pytest.fixture(scope="module")
