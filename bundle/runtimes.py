@@ -9,9 +9,10 @@ OpenVINO (``pip install openvino``, the ``openvino`` extra) converts the deploye
 spatial input shape (the slices the inferer feeds: ``roi_size``) and a dynamic batch. The converted model is cached
 beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, the input shape and the
 OpenVINO version (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second
-run skips the conversion. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference (AMX / AVX512-BF16 CPUs; on
-others the plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA, reduced precision is the
-``amp`` setting (fp16 autocast), as before.
+run skips the conversion; the models compiled from it (one per batch bucket) are cached in its ``compiled/``
+sub-folder, so a second run skips compiling as well. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference
+(AMX / AVX512-BF16 CPUs; on others the plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA,
+reduced precision is the ``amp`` setting (fp16 autocast), as before.
 
 The agreement of each runtime / precision with PyTorch fp32 is measured by ``scripts/runtime_agreement.py`` on the
 real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input.
@@ -31,7 +32,8 @@ import torch.nn as nn
 
 from .checkpoints import sha256_file
 
-__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "runtime_network", "OpenVINONetwork", "RuntimeHandler"]
+__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "runtime_network", "OpenVINONetwork", "RuntimeHandler",
+           "batch_bucket"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,9 @@ class OpenVINONetwork(nn.Module):
     """A deployed network run by OpenVINO's CPU plugin: (B, C, *S) float tensor -> (B, classes, *S) fp32 tensor.
 
     One OpenVINO model per input shape (batch dynamic), converted on first use, cached on disk when ``weights`` is
-    given (see the module docstring); compiled once per batch size, with the batch fixed (the CPU plugin runs static
-    shapes faster), with ``INFERENCE_PRECISION_HINT`` f32 or bf16.
+    given (see the module docstring); compiled once per batch bucket (:func:`batch_bucket`: a batch of 5 runs as 8,
+    zero-filled) with the batch fixed (the CPU plugin runs static shapes faster), with ``INFERENCE_PRECISION_HINT``
+    f32 or bf16; with ``weights`` the compiled models are cached on disk as well (OpenVINO's ``CACHE_DIR``).
 
     Args:
         network: the deployed (re-parameterized) PyTorch network, eval mode, on the CPU.
@@ -125,7 +128,8 @@ class OpenVINONetwork(nn.Module):
             ov.save_model(model, Path(tmp) / xml.name, compress_to_fp16=False)
             shutil.move(str(Path(tmp) / xml.with_suffix(".bin").name), xml.with_suffix(".bin"))
             shutil.move(str(Path(tmp) / xml.name), xml)  # the .xml last: its presence means both are whole
-        return model
+        # read back, so this process compiles the model later processes read (the compiled cache is keyed by it)
+        return self._core.read_model(xml)
 
     def _compiled_for(self, shape: tuple[int, ...]):
         """The compiled model for a full input shape (batch included): the converted model of its (C, *S) with the
@@ -139,15 +143,30 @@ class OpenVINONetwork(nn.Module):
             model.reshape(ov.PartialShape(list(shape)))
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
                       "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
+            if self.weights is not None:  # compiled models are cached too: a later process imports them
+                config["CACHE_DIR"] = str(_cache_root(self.weights) / "compiled")
             self._compiled[shape] = self._core.compile_model(model, "CPU", config)
         return self._compiled[shape]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"the OpenVINO runtime runs on the CPU; got a tensor on {x.device}.")
+        batch = x.shape[0]
+        bucket = batch_bucket(batch)
+        x = x.detach().float()
+        if bucket != batch:  # zero slices fill the batch up to its bucket; their outputs are dropped
+            x = torch.cat([x, x.new_zeros((bucket - batch, *x.shape[1:]))])
         compiled = self._compiled_for(tuple(x.shape))
-        result = compiled(x.detach().float().contiguous().numpy())[0]
-        return torch.from_numpy(result.copy())
+        result = compiled(x.contiguous().numpy())[0]
+        return torch.from_numpy(result[:batch].copy())
+
+
+def batch_bucket(batch: int) -> int:
+    """The batch size OpenVINO runs ``batch`` inputs at: the next power of two (1, 2, 4, 8, 16, ...), so that a
+    process compiles a handful of fixed-batch models, not one per remainder of a volume's slices."""
+    if batch < 1:
+        raise ValueError(f"a batch needs at least one input, got {batch}.")
+    return 1 << (batch - 1).bit_length()
 
 
 def runtime_network(network: nn.Module, runtime: str = "torch", precision: str = "fp32",

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bundle.config import bundle_run_command
-from bundle.runtimes import OpenVINONetwork, check_runtime, runtime_network
+from bundle.runtimes import OpenVINONetwork, batch_bucket, check_runtime, runtime_network
 from bundle.segmenter import Segmenter
 from tests.conftest import ROOT, SHARED_DATA
 from tests.helpers import randomize_batchnorm
@@ -98,6 +98,12 @@ def test_openvino_fp32_is_exact_against_the_training_form():
     assert float((got - expected).abs().max()) <= 1e-4
 
 
+def test_batches_run_in_power_of_two_buckets():
+    assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 8, 9, 16, 17)] == [1, 2, 4, 4, 8, 8, 16, 16, 32]
+    with pytest.raises(ValueError, match="at least one"):
+        batch_bucket(0)
+
+
 def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
     from bundle.networks import LMNet, reparameterize_model
 
@@ -108,13 +114,20 @@ def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         expected = network(x)
+    compiled = tmp_path / "openvino" / "compiled"
     with caplog.at_level(logging.INFO, logger="bundle.runtimes"):
         first = OpenVINONetwork(network, "fp32", state)(x)
-        cached = sorted(p.name for p in (tmp_path / "openvino").iterdir())
-        second = OpenVINONetwork(network, "fp32", state)(torch.cat([x, x]))  # another batch size, same model
+        cached = sorted(p.name for p in (tmp_path / "openvino").iterdir() if p.is_file())
+        blobs = sorted(compiled.iterdir())
+        second_net = OpenVINONetwork(network, "fp32", state)
+        second = second_net(torch.cat([x, x[:1]]))  # a batch of 3 runs as the bucket of 4, from the same model
+        again = OpenVINONetwork(network, "fp32", state)(x)  # the compiled batch of 2 comes from the cache
     assert [Path(name).suffix for name in cached] == [".bin", ".xml"] and "_1x64x64_ov" in cached[1]
     assert "OpenVINO model from the cache" in caplog.text
+    assert blobs and set(second_net._compiled) == {(4, 1, 64, 64)} and second.shape == (3, 2, 64, 64)
+    assert len(list(compiled.iterdir())) == len(blobs) + 1  # the bucket of 4 added one; the batch of 2 none
     assert torch.allclose(first, expected, atol=1e-4) and torch.allclose(second[:2], expected, atol=1e-4)
+    assert torch.allclose(second[2], expected[0], atol=1e-4) and torch.equal(again, first)
     with pytest.raises(ValueError, match="runs on the CPU"):
         OpenVINONetwork(network, "fp32")(x.to("meta"))
 
