@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 _MODULES = (
     "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers", "io", "losses",
