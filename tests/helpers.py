@@ -25,6 +25,19 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def lesion_logit(task: str = "lgg") -> float:
+    """The lesion-minus-background logit at which the task's inference config starts calling a voxel lesion:
+    ``log(t / (1 - t))`` for its ``lesion_threshold`` t (0 for argmax). Test networks with a random head centre
+    their logits there, so that about half of the voxels are lesion whatever the task's threshold."""
+    import math
+
+    from bundle.config import bundle_parser
+    from tests.conftest import ROOT
+
+    threshold = float(bundle_parser(ROOT, task, "inference").get_parsed_content("lesion_threshold"))
+    return math.log(threshold / (1.0 - threshold))
+
+
 def config_segmenter(network: nn.Module, task: str = "lgg", **overrides):
     """A :class:`bundle.segmenter.Segmenter` with the pipeline of the bundle's inference config for ``task`` (plus
     ``overrides``: config id -> value) around a copy of ``network`` as it is (no weights loaded; the copy is

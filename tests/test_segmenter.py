@@ -11,12 +11,13 @@ from monai.bundle import ConfigWorkflow
 from bundle.networks import LMNet
 from bundle.segmenter import Segmenter
 from tests.conftest import ROOT
-from tests.helpers import config_segmenter
+from tests.helpers import config_segmenter, lesion_logit
 
 
 def _half_lesion_network(volume: np.ndarray, task: str = "lgg") -> LMNet:
-    """A random LMNet whose head thresholds one decoder feature at its median, so that about half of the voxels
-    are labelled lesion: a non-trivial map on which two inference paths can be compared voxel by voxel."""
+    """A random LMNet whose head thresholds one decoder feature at its median (at the task's lesion threshold), so
+    that about half of the voxels are labelled lesion: a non-trivial map on which two inference paths can be
+    compared voxel by voxel."""
     torch.manual_seed(0)
     net = LMNet().eval()
     features: list[torch.Tensor] = []
@@ -27,7 +28,7 @@ def _half_lesion_network(volume: np.ndarray, task: str = "lgg") -> LMNet:
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.weight[1, 0] = 1.0
-        net.head.bias.copy_(torch.tensor([0.0, -float(median)]))
+        net.head.bias.copy_(torch.tensor([0.0, lesion_logit(task) - float(median)]))
     return net
 
 

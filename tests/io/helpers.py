@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from bundle.networks import LMNet, reparameterize_model
 from bundle.segmenter import Segmenter
-from tests.helpers import config_segmenter
+from tests.helpers import config_segmenter, lesion_logit
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 PATIENT = {"PatientName": "Test^Patient", "PatientID": "LMNET-0001", "PatientBirthDate": "19700101",
@@ -34,7 +34,7 @@ def small_segmenter(size: int = 32, seed: int = 0) -> Segmenter:
     with torch.no_grad():  # centre the random head on a phantom so that labels are mixed, not all one class
         x = torch.as_tensor(phantom((size, size), seed).astype(np.float32) / 600.0)[None, None]
         logits = net(x)
-        net.head.bias[1] -= (logits[0, 1] - logits[0, 0]).median()
+        net.head.bias[1] += lesion_logit("lgg") - (logits[0, 1] - logits[0, 0]).median()
     return config_segmenter(net, roi_size=[size, size], tta_flips=[], keep_largest_component=False, sw_batch_size=8)
 
 

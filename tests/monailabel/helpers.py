@@ -25,7 +25,7 @@ from bundle.checkpoints import record_weights
 from bundle.config import bundle_run_command
 from bundle.data.synthetic import make_synthetic_image, make_synthetic_volume
 from bundle.networks import LMNet
-from tests.helpers import config_segmenter, randomize_batchnorm
+from tests.helpers import config_segmenter, lesion_logit, randomize_batchnorm
 
 ROOT = Path(__file__).resolve().parents[2]
 VOLUME_AFFINE = np.array([[0.9, 0, 0, -100.0], [0, 0.9, 0, -110.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
@@ -64,7 +64,7 @@ def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.n
     with torch.no_grad():
         net.head.weight.mul_(scale)
         net.head.bias.mul_(scale)
-        net.head.bias[1] -= scale * float(np.median(margin))
+        net.head.bias[1] += lesion_logit(task) - scale * float(np.median(margin))
     path = bundle_root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
