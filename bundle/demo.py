@@ -22,11 +22,13 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def bundle_run(task: str, kind: str, overrides: dict[str, object], log_file: Path,
-               extra_configs: Sequence[str] = ()) -> None:
+               extra_configs: Sequence[str] = (), launcher: Sequence[str] = ()) -> None:
     """Run ``python -m monai.bundle run`` (:func:`bundle.config.bundle_run_command`: the task's ``kind`` configs, then
     ``extra_configs``, then ``--key value`` overrides) from the bundle root; output goes to ``log_file``. Raises
-    ``RuntimeError`` with the log's tail on failure."""
+    ``RuntimeError`` with the log's tail on failure. ``launcher``: arguments between the interpreter and ``-m
+    monai.bundle`` (e.g. ``["-m", "torch.distributed.run", "--nproc_per_node", "2"]``)."""
     cmd = bundle_run_command(BUNDLE_ROOT, task, kind, {k: str(v) for k, v in overrides.items()}, extra_configs)
+    cmd = [cmd[0], *launcher, *cmd[1:]]
     logger.info("$ %s", shlex.join(["python", *cmd[1:]]))  # copy-pastable into a shell
     env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log_file.parent.mkdir(parents=True, exist_ok=True)

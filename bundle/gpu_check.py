@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from pathlib import Path
 import torch
 
 from .benchmark import measure_latency, reference_models
-from .config import bundle_run_command
 from .data.datalist import build_datalist, write_datalist
 from .data.synthetic import write_synthetic_lgg
 from .demo import BUNDLE_ROOT, bundle_run
@@ -138,17 +136,12 @@ def run_gpu_check(output_dir: str | os.PathLike, device: str = "cuda", epochs: i
         # the train command bundle_run would run, started by torch.distributed.run with the multi-GPU overlay
         overrides = {**common, "output_dir": out / "ddp", "max_epochs": 1, "val_interval": 1, "batch_size": 2,
                      "num_samples": 4, "amp": amp, "resume": False}
-        run = bundle_run_command(BUNDLE_ROOT, "lgg", "train", {k: str(v) for k, v in overrides.items()},
-                                 [BUNDLE_ROOT / "configs" / "multi_gpu_train.json"])
-        cmd = [run[0], "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_tcp_port()), *run[1:]]
-        env = {**os.environ, "PYTHONPATH": str(BUNDLE_ROOT)}
-        log = out / "logs" / "ddp.log"
-        with open(log, "w") as handle:
-            result = subprocess.run(cmd, cwd=BUNDLE_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        if result.returncode != 0 or not (out / "ddp" / "checkpoints" / "model_final.pt").is_file():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"torchrun exit {result.returncode}; log {log}:\n{tail}")
+        torchrun = ["-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+                    "--master_port", str(free_tcp_port())]
+        bundle_run("lgg", "train", overrides, out / "logs" / "ddp.log",
+                   [str(BUNDLE_ROOT / "configs" / "multi_gpu_train.json")], launcher=torchrun)
+        if not (out / "ddp" / "checkpoints" / "model_final.pt").is_file():
+            raise RuntimeError(f"the DDP run wrote no {out / 'ddp' / 'checkpoints' / 'model_final.pt'}")
         return "1 process, " + ("nccl" if device == "cuda" else "gloo")
 
     rows: list[dict] = []

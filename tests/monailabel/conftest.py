@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from bundle.gpu_check import free_tcp_port
 from tests.io.helpers import write_mr_series
 
-from .helpers import ROOT, Server, copy_bundle, free_port, run_bundle_inference, write_studies, write_weights
+from .helpers import ROOT, Server, copy_bundle, run_bundle_inference, write_studies, write_weights
 
 VENV = Path(os.environ.get("LMNET_MONAILABEL_VENV", ROOT / ".venv-monailabel"))
 
@@ -103,7 +104,7 @@ def start_server(workspace: Workspace, app: str, name: str, extra: tuple[str, ..
     server = Server(
         ["--app", app, "--studies", str(workspace.studies), "--bundle-root", str(workspace.bundle_root),
          *(("--", *extra) if extra else ())],
-        port=free_port(), log=workspace.tmp / f"{name}.log", env=workspace.env,
+        port=free_tcp_port(), log=workspace.tmp / f"{name}.log", env=workspace.env,
     )
     try:
         server.wait_ready(timeout=240)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -88,13 +87,6 @@ def write_studies(studies: Path) -> dict[str, np.ndarray]:
     Image.fromarray((mask > 0).astype(np.uint8)).save(final / "us_c.png")
     images["us_c"] = image
     return images
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
