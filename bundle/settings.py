@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from monai.utils import str2bool
 
-__all__ = ["as_bool"]
+__all__ = ["as_bool", "as_probability"]
 
 
 def as_bool(value: object, name: str) -> bool:
@@ -19,3 +19,18 @@ def as_bool(value: object, name: str) -> bool:
         return str2bool(value)
     except ValueError as err:
         raise ValueError(f"setting {name!r} must be true or false, not {value!r}.") from err
+
+
+def as_probability(value: object, name: str) -> float:
+    """``value`` of the setting ``name`` as a float strictly between 0 and 1 (a number or its text).
+
+    Raises:
+        ValueError: anything else (a bool included), naming the setting.
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 < number < 1.0:
+        raise ValueError(f"setting {name!r} must be a probability strictly between 0 and 1, not {value!r}.")
+    return number

@@ -10,11 +10,11 @@ from monai.config import KeysCollection
 from monai.transforms import KeepLargestConnectedComponent, MapTransform, RandomizableTransform, Resized, SaveImage
 from monai.utils import convert_to_dst_type
 
-from .settings import as_bool
+from .settings import as_bool, as_probability
 
 __all__ = [
     "SelectChanneld", "RandColorJitterd", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond",
-    "LesionLabeld", "SaveLabeld", "keep_largest_lesion", "filter_lesions", "check_threshold", "scores_to_label",
+    "LesionLabeld", "SaveLabeld", "keep_largest_lesion", "filter_lesions", "scores_to_label",
 ]
 
 
@@ -195,17 +195,6 @@ def filter_lesions(label: torch.Tensor, keep_largest: bool = False, min_size: in
     return torch.as_tensor(keep[components])
 
 
-def check_threshold(threshold: object) -> float:
-    """``threshold`` (``lesion_threshold``) as a float strictly between 0 and 1; raises ``ValueError`` otherwise."""
-    try:
-        value = float(threshold)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(threshold, bool) or not 0.0 < value < 1.0:
-        raise ValueError(f"lesion_threshold must be a lesion probability strictly between 0 and 1, got {threshold!r}.")
-    return value
-
-
 def scores_to_label(scores: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Class indices (1, *S), in ``scores``' dtype, of per-class scores (K, *S) (probabilities or one-hot).
 
@@ -222,30 +211,23 @@ def scores_to_label(scores: torch.Tensor, threshold: float = 0.5) -> torch.Tenso
 
 
 class LesionLabeld(MapTransform):
-    """Per-class scores to class indices with a lesion probability threshold (:func:`scores_to_label`), optionally
-    one-hot: the last step of inference and of validation.
+    """Per-class scores (K, *S) to class indices (1, *S) with a lesion probability threshold
+    (:func:`scores_to_label`): the label step of inference and of validation (MONAI's ``AsDiscreted`` makes it
+    one-hot where a metric needs that).
 
     Args:
         keys: keys of the scores, (K, *S) probabilities.
         threshold: lesion probability above which a voxel is lesion (``lesion_threshold``; 0.5 is argmax).
-        to_onehot: number of classes of a one-hot output (K, *S); ``None`` gives class indices (1, *S).
     """
 
-    def __init__(self, keys: KeysCollection, threshold: float = 0.5, to_onehot: int | None = None,
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.threshold = check_threshold(threshold)
-        self.to_onehot = to_onehot
+        self.threshold = as_probability(threshold, "lesion_threshold")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            label = scores_to_label(d[key], self.threshold)
-            if self.to_onehot is not None:
-                from monai.networks import one_hot
-
-                label = one_hot(label, num_classes=int(self.to_onehot), dim=0, dtype=label.dtype)
-            d[key] = label
+            d[key] = scores_to_label(d[key], self.threshold)
         return d
 
 
@@ -275,7 +257,7 @@ class LesionFilterd(MapTransform):
             raise ValueError(f"min_lesion_size must be an int >= 0 (voxels), got {min_size!r}.")
         self.min_size = int(min_size)
         self.scores = scores
-        self.threshold = check_threshold(threshold)
+        self.threshold = as_probability(threshold, "lesion_threshold")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

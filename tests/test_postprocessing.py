@@ -94,8 +94,7 @@ def test_threshold_half_is_monais_argmax():
     assert torch.equal(scores_to_label(probs, 0.5), AsDiscrete(argmax=True)(probs))
     three = _probabilities(classes=3)
     assert torch.equal(scores_to_label(three, 0.5), AsDiscrete(argmax=True)(three))
-    onehot = LesionLabeld("pred", to_onehot=2)({"pred": probs})["pred"]
-    assert torch.equal(onehot, AsDiscrete(argmax=True, to_onehot=2)(probs))
+    assert torch.equal(LesionLabeld("pred")({"pred": probs})["pred"], AsDiscrete(argmax=True)(probs))
 
 
 @pytest.mark.parametrize("threshold", [0.1, 0.3, 0.7])
