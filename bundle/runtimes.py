@@ -103,12 +103,12 @@ class OpenVINONetwork(nn.Module):
 
         self.network = network.eval()
         self.precision = precision
-        self.weights = None if weights is None else Path(weights)
         self.threads = threads
         self._core = ov.Core()
         self._converted: dict[tuple[int, ...], object] = {}  # (C, *S) -> converted model, batch dynamic
         self._compiled: dict[tuple[int, ...], object] = {}  # (B, C, *S) -> compiled model, batch fixed
         self._digest = None if weights is None else sha256_file(weights)
+        self._cache = None if weights is None else _cache_root(weights)  # converted models; compiled ones below it
 
     def _model_for(self, shape: tuple[int, ...]):
         import openvino as ov
@@ -118,7 +118,7 @@ class OpenVINONetwork(nn.Module):
         if self._digest is None:
             return ov.convert_model(self.network, example_input=example, input=[partial])
         name = f"{self._digest[:16]}_{'x'.join(map(str, shape))}_ov{ov.__version__.split('-')[0]}"
-        xml = _cache_root(self.weights) / f"{name}.xml"
+        xml = self._cache / f"{name}.xml"
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             logger.info("OpenVINO model from the cache: %s", xml)
             return self._core.read_model(xml)
@@ -143,8 +143,8 @@ class OpenVINONetwork(nn.Module):
             model.reshape(ov.PartialShape(list(shape)))
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
                       "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
-            if self.weights is not None:  # compiled models are cached too: a later process imports them
-                config["CACHE_DIR"] = str(_cache_root(self.weights) / "compiled")
+            if self._cache is not None:  # compiled models are cached too: a later process imports them
+                config["CACHE_DIR"] = str(self._cache / "compiled")
             self._compiled[shape] = self._core.compile_model(model, "CPU", config)
         return self._compiled[shape]
 

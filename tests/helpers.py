@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 
@@ -25,6 +27,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@functools.lru_cache
 def lesion_logit(task: str = "lgg") -> float:
     """The lesion-minus-background logit at which the task's inference config starts calling a voxel lesion:
     ``log(t / (1 - t))`` for its ``lesion_threshold`` t (0 for argmax). Test networks with a random head centre
