@@ -3,6 +3,7 @@ LM-Net at an earlier git revision; prints a markdown table.
 
     python -m scripts.benchmark_training                          # 128 x 128, batch 16, 2 threads
     python -m scripts.benchmark_training --baseline-rev 4bd8c12   # adds LM-Net as that commit trains it
+    python -m scripts.benchmark_training --compile                # adds LM-Net under torch.compile (minutes to compile)
 
 A step is one iteration of the config's trainer (`bundle.training_benchmark`): the batch as the data loader gives
 it, forward, loss, backward, AdamW, and the per-iteration handlers. Every measurement runs in a fresh process, in
@@ -28,12 +29,15 @@ logger = logging.getLogger("benchmark_training")
 ROOT = Path(__file__).resolve().parents[1]
 STEP_SCRIPT = ROOT / "bundle" / "training_benchmark.py"
 PEERS = ("unet", "basicunet")
+# the training config's network under torch.compile (the same function; its compile runs in the untimed steps)
+COMPILED_NETWORK = "$torch.compile(@network_def.to(@device, memory_format=torch.channels_last))"
 
 
-def _run_step(bundle_root: Path, network_def: dict | None, args: argparse.Namespace) -> list[float]:
-    """Step times (ms) from a fresh process timing ``bundle_root``'s training config."""
+def _run_step(bundle_root: Path, network_def: dict | None, args: argparse.Namespace,
+              overrides: dict | None = None) -> list[float]:
+    """Step times (ms) from a fresh process timing ``bundle_root``'s training config (with ``overrides``)."""
     kwargs = {"bundle_root": str(bundle_root), "network_def": network_def, "batch": args.batch, "size": args.size,
-              "repeats": args.repeats, "warmup": 2, "threads": args.threads}
+              "repeats": args.repeats, "warmup": 2, "threads": args.threads, "overrides": overrides}
     # run_path: the script's folder (bundle/) must not land on sys.path, where its modules would shadow others
     code = f"import runpy, sys; sys.argv = ['step', {json.dumps(kwargs)!r}]; runpy.run_path({str(STEP_SCRIPT)!r}, " \
            "run_name='__main__')"
@@ -60,23 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per network, alternating")
     parser.add_argument("--baseline-rev", help="also time LM-Net as this git revision trains it")
     parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's networks")
+    parser.add_argument("--compile", action="store_true", help="also time LM-Net's step under torch.compile")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    rows: list[tuple[str, str, Path, dict | None]] = [("LM-Net", "working tree", ROOT, None)]
+    # (label, code, bundle root, network_def or None for LM-Net, config overrides)
+    rows: list[tuple[str, str, Path, dict | None, dict | None]] = [("LM-Net", "working tree", ROOT, None, None)]
     with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+        if args.compile:
+            rows.append(("LM-Net + torch.compile", "working tree", ROOT, None, {"network": COMPILED_NETWORK}))
         if args.baseline_rev:
-            rows.append(("LM-Net", args.baseline_rev, _worktree(args.baseline_rev, Path(tmp) / "tree"), None))
+            rows.append(("LM-Net", args.baseline_rev, _worktree(args.baseline_rev, Path(tmp) / "tree"), None, None))
         if not args.lmnet_only:
             for key in PEERS:
                 label, config = REFERENCE_NETWORKS[key]
                 rows.append((label, "working tree", ROOT, {**config, "spatial_dims": 2, "in_channels": 1,
-                                                           "out_channels": 2}))
+                                                           "out_channels": 2}, None))
         times: dict[int, list[float]] = {i: [] for i in range(len(rows))}
         try:
             for r in range(args.rounds):
-                for i, (label, rev, root, net) in enumerate(rows):
-                    times[i] += _run_step(root, net, args)
+                for i, (label, rev, root, net, overrides) in enumerate(rows):
+                    times[i] += _run_step(root, net, args, overrides)
                     logger.info("round %d, %s (%s): %.0f ms/step", r + 1, label, rev, statistics.median(times[i]))
         finally:
             if args.baseline_rev:
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.rounds} x {args.repeats} steps",
              "| network | code | params (M) | ms/step | ms/image | images/s | step time / LM-Net's (working tree) |",
              "|" + " --- |" * 7]
-    for i, (label, rev, _, net) in enumerate(rows):
+    for i, (label, rev, _, net, _) in enumerate(rows):
         params = count_parameters(network_from_def(net) if net else LMNet()) / 1e6
         ms = statistics.median(times[i])
         lines.append(f"| {label} | {rev} | {params:.2f} | {ms:.0f} | {ms / args.batch:.1f} | "
