@@ -68,6 +68,8 @@ def recalibrate_batch_norm(network: nn.Module, batches: Iterable[torch.Tensor], 
                 break
             network(batch.to(device))
             used += 1
+            if used % 50 == 0:
+                logger.info("batch-norm statistics: %d of %d batches", used, max_batches)
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
