@@ -11,6 +11,8 @@ Usage (from the repository root):
                                                   # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
     python -m scripts.model_stats --runtimes --no-compile   # the same without torch.compile (about 11 minutes)
     python -m scripts.model_stats --case-seconds  # only seconds per 256 x 256 x 40 volume through the predictor
+    python -m scripts.model_stats --paired 20     # only LM-Net's paths against MONAI UNet eager fp32, timed back to
+                                                  # back in 20 rounds (b1, 2 threads): the median per-round ratio
 """
 
 from __future__ import annotations
@@ -183,6 +185,42 @@ def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, tor
                     f"{lm_best_fp32 / eager:.2f}"]), flush=True)
 
 
+def _print_paired(args: argparse.Namespace) -> int:
+    """LM-Net's deployed paths (eager, OpenVINO; fp32, bf16) against MONAI UNet (64..1024) eager fp32 at b1 t2:
+    in each of ``args.paired`` rounds, UNet and then every LM-Net path are timed back to back (``args.repeats``
+    forwards each), and each path's ratio to that round's UNet time is kept; the table gives the median ratio over
+    the rounds (a shared machine's drift moves both sides of a round alike) and its range."""
+    from bundle.runtimes import runtime_network
+
+    unet_name = "MONAI UNet (64..1024, 2 res units)"
+    unet = reference_models(args.in_channels, 2)[unet_name]().eval()
+    lmnet = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
+    paths: dict[str, torch.nn.Module] = {"eager fp32": lmnet}
+    for runtime, precision in (("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")):
+        try:
+            paths[f"{'eager' if runtime == 'torch' else runtime} {precision}"] = runtime_network(
+                lmnet, runtime, precision, threads=2)
+        except ImportError as err:
+            logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
+    shape = (1, args.in_channels, args.size, args.size)
+    unet_ms: list[float] = []
+    path_ms: dict[str, list[float]] = {path: [] for path in paths}
+    for _ in range(args.paired):
+        unet_ms.append(measure_latency(unet, shape, 2, args.repeats, warmup=1))
+        for path, runner in paths.items():
+            path_ms[path].append(measure_latency(runner, shape, 2, args.repeats, warmup=1))
+    print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b1, 2 threads; torch "
+          f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, median of {args.repeats} "
+          "forwards each; fp32 paths exact to 1e-4, bf16 paths validated by scripts/runtime_agreement.py")
+    print(_row(["LM-Net path", "ms (median of rounds)", "UNet eager fp32 ms", "median ratio", "ratio range"]))
+    print(_row(["---"] * 5))
+    for path, times in path_ms.items():
+        ratios = [m / u for m, u in zip(times, unet_ms, strict=True)]
+        print(_row([path, f"{statistics.median(times):.1f}", f"{statistics.median(unet_ms):.1f}",
+                    f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"]), flush=True)
+    return 0
+
+
 def _print_volume_seconds(args: argparse.Namespace) -> None:
     """Seconds per 256 x 256 x 40 FLAIR-like volume through the predictor with the shipped LGG weights: the first
     volume of a process (after a 2-slice warm-up that loads the network and, for OpenVINO, reads or converts the
@@ -295,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="--runtimes without torch.compile rows (compiling LM-Net takes over 15 min on 2 cores)")
     parser.add_argument("--case-seconds", action="store_true",
                         help="only the last table of --runtimes: s per 256 x 256 x 40 volume through the predictor")
+    parser.add_argument("--paired", type=int, metavar="ROUNDS",
+                        help="only LM-Net's paths / MONAI UNet eager fp32 at b1 t2, timed back to back per round")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     args = parser.parse_args(argv)
@@ -309,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.case_seconds:
         _print_volume_seconds(args)
         return 0
+    if args.paired:
+        return _print_paired(args)
     if args.volumes:
         return _print_volumes(args)
 

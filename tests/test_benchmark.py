@@ -57,3 +57,18 @@ def test_runtime_table_ranks_lmnet_paths_and_reports_its_ratios(capsys):
     assert cells[1] in {f"{r} {p}" for r in ("eager", "openvino") for p in ("fp32", "bf16")}
     assert cells[4] == "1.00"  # LM-Net best / this best
     assert float(cells[2]) <= float(cells[3])  # the best path is no slower than eager fp32 in the re-timing
+
+
+def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
+    """`model_stats --paired` (small input, 2 rounds): one row per LM-Net path, each with UNet's time and a median
+    ratio inside its range."""
+    pytest.importorskip("openvino")
+    from scripts.model_stats import main
+
+    assert main(["--paired", "2", "--size", "32", "--repeats", "1"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| LM-Net path") and "---" not in line]
+    assert [row[0] for row in rows] == ["eager fp32", "eager bf16", "openvino fp32", "openvino bf16"]
+    for row in rows:
+        low, high = (float(v) for v in row[4].split("-"))
+        assert float(row[1]) > 0 and float(row[2]) > 0 and low <= float(row[3]) <= high
