@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.case_seconds:
         _print_volume_seconds(args)
         return 0
-    if args.paired:
+    if args.paired is not None:
+        if args.paired < 1:
+            parser.error(f"--paired needs at least 1 round, got {args.paired}.")
         return _print_paired(args)
     if args.volumes:
         return _print_volumes(args)
