@@ -28,6 +28,7 @@ import torch
 
 from bundle.benchmark import (
     MAC_COUNTER,
+    REFERENCE_NETWORKS,
     count_macs,
     count_parameters,
     measure_latency,
@@ -190,18 +191,16 @@ def _print_paired(args: argparse.Namespace) -> int:
     in each of ``args.paired`` rounds, UNet and then every LM-Net path are timed back to back (``args.repeats``
     forwards each), and each path's ratio to that round's UNet time is kept; the table gives the median ratio over
     the rounds (a shared machine's drift moves both sides of a round alike) and its range."""
-    from bundle.runtimes import runtime_network
-
-    unet_name = "MONAI UNet (64..1024, 2 res units)"
+    unet_name = REFERENCE_NETWORKS["unet"][0]
     unet = reference_models(args.in_channels, 2)[unet_name]().eval()
     lmnet = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
-    paths: dict[str, torch.nn.Module] = {"eager fp32": lmnet}
-    for runtime, precision in (("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")):
-        try:
-            paths[f"{'eager' if runtime == 'torch' else runtime} {precision}"] = runtime_network(
-                lmnet, runtime, precision, threads=2)
-        except ImportError as err:
-            logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
+    paths: dict[str, torch.nn.Module] = {}
+    for runtime in ("eager", "openvino"):
+        for precision in ("fp32", "bf16"):
+            try:
+                paths[f"{runtime} {precision}"] = _runner(lmnet, runtime, precision, threads=2)
+            except ImportError as err:
+                logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
     shape = (1, args.in_channels, args.size, args.size)
     unet_ms: list[float] = []
     path_ms: dict[str, list[float]] = {path: [] for path in paths}
