@@ -50,7 +50,8 @@ def test_fewer_batches_than_asked_are_all_used_and_bad_calls_are_refused():
         recalibrate_batch_norm(nn.Conv2d(2, 2, 1), iter([torch.randn(1, 2, 4, 4)]), max_batches=1)
 
 
-def test_script_rewrites_only_the_statistics_of_the_bundle_network(synthetic_lgg, tmp_path, one_torch_thread):
+def test_script_rewrites_only_the_statistics_of_the_bundle_network(synthetic_lgg, tmp_path, one_torch_thread,
+                                                                   caplog):
     """scripts/recalibrate_bn.py on synthetic volumes: the training config's loader feeds LM-Net, the output holds
     the same weights with new batch-norm statistics, and the input file is untouched."""
     from bundle.data.datalist import build_datalist, write_datalist
@@ -61,9 +62,9 @@ def test_script_rewrites_only_the_statistics_of_the_bundle_network(synthetic_lgg
     weights = save_weights(LMNet(), tmp_path / "in.pt")
     digest = sha256_file(weights)
     out = tmp_path / "out" / "model.pt"
-    common = ["--task", "lgg", "--dataset-dir", str(synthetic_lgg), "--split-file", str(split),
-              "--weights", str(weights), "--bundle-arg", "roi_size=[32,32]", "--bundle-arg", "batch_size=1",
-              "--bundle-arg", "num_samples=2"]
+    data = ["--task", "lgg", "--dataset-dir", str(synthetic_lgg), "--split-file", str(split), "--bundle-arg",
+            "roi_size=[32,32]", "--bundle-arg", "batch_size=1", "--bundle-arg", "num_samples=2"]
+    common = [*data, "--weights", str(weights)]
     assert recalibrate_bn.main([*common, "--output", str(out), "--batches", "3"]) == 0
 
     before, after = read_state_dict(weights), read_state_dict(out)
@@ -76,4 +77,6 @@ def test_script_rewrites_only_the_statistics_of_the_bundle_network(synthetic_lgg
 
     with pytest.raises(SystemExit):  # never over the input
         recalibrate_bn.main([*common, "--output", str(weights)])
-    assert recalibrate_bn.main([*common, "--output", str(tmp_path / "x.pt"), "--bundle-arg", "roi_size=[8]"]) == 1
+    other = save_weights(nn.Conv2d(1, 2, 1), tmp_path / "other.pt")  # weights of another network: refused, named
+    assert recalibrate_bn.main([*data, "--weights", str(other), "--output", str(tmp_path / "x.pt")]) == 1
+    assert f"weights file {other} does not fit LMNet" in caplog.text and not (tmp_path / "x.pt").exists()
