@@ -1,8 +1,10 @@
-"""An exponential moving average of a network's weights during training, and the trainer handler that updates it."""
+"""Weight averages: an exponential moving average of a network's weights during training (and the trainer handler
+that updates it), and the uniform average of finished weights files (a "model soup")."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,7 +15,7 @@ from .checkpoints import unwrap
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["WeightEMA", "WeightEMAUpdater"]
+__all__ = ["WeightEMA", "WeightEMAUpdater", "average_state_dicts"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +111,46 @@ class WeightEMAUpdater:
 
     def _log(self, engine: Engine) -> None:
         logger.info("weight EMA (decay %g): %d iterations averaged", self.ema.decay, self.ema.updates)
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
+                        ) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts of one architecture (a "model soup", Wortsman et al. 2022).
+
+    Every floating-point tensor (parameters, batch-norm running means and variances) is the plain mean of its
+    copies, accumulated in float64 and returned in the first state dict's dtype; integer tensors (batch-norm's
+    ``num_batches_tracked``) are the first state dict's. The average of solutions fine-tuned from one starting point
+    is a network of the same size and cost; its batch-norm statistics, averaged too, need not describe the averaged
+    weights (``bundle.batch_norm.recalibrate_batch_norm`` re-estimates them).
+
+    Args:
+        states: two or more state dicts with the same keys and shapes.
+        names: a name per state dict (e.g. its file) for the error messages; default ``#0``, ``#1``, ...
+
+    Raises:
+        ValueError: fewer than two state dicts, or keys, shapes or dtypes that differ (the message names both).
+    """
+    if len(states) < 2:
+        raise ValueError(f"averaging weights needs at least two state dicts, got {len(states)}.")
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(states))]
+    if len(names) != len(states):
+        raise ValueError(f"got {len(names)} names for {len(states)} state dicts.")
+    first, first_name = states[0], names[0]
+    for state, name in zip(states[1:], names[1:], strict=True):
+        missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
+        if missing or extra:
+            raise ValueError(f"{name} does not have the keys of {first_name}: missing {missing[:5]}, "
+                             f"unexpected {extra[:5]} ({len(missing)} / {len(extra)} in all).")
+        for key, value in first.items():
+            other = state[key]
+            if other.shape != value.shape or other.dtype != value.dtype:
+                raise ValueError(f"{name}'s {key} is {other.dtype} {tuple(other.shape)}, {first_name}'s is "
+                                 f"{value.dtype} {tuple(value.shape)}: not the same architecture.")
+    averaged = {}
+    for key, value in first.items():
+        if value.is_floating_point():
+            total = sum(state[key].detach().to("cpu", torch.float64) for state in states)
+            averaged[key] = (total / len(states)).to(value.dtype)
+        else:
+            averaged[key] = value.detach().cpu().clone()
+    return averaged
