@@ -10,11 +10,11 @@ from monai.config import KeysCollection
 from monai.transforms import KeepLargestConnectedComponent, MapTransform, RandomizableTransform, Resized, SaveImage
 from monai.utils import convert_to_dst_type
 
-from .settings import as_bool, as_probability
+from .settings import as_bool, as_optional_probability, as_probability
 
 __all__ = [
     "SelectChanneld", "RandColorJitterd", "ResizeInPlaned", "NeighbourSlicesd", "LesionFilterd", "KeepLargestLesiond",
-    "LesionLabeld", "SaveLabeld", "keep_largest_lesion", "filter_lesions", "scores_to_label",
+    "LesionLabeld", "SaveLabeld", "keep_largest_lesion", "filter_lesions", "scores_to_label", "seeded_regions",
 ]
 
 
@@ -195,19 +195,47 @@ def filter_lesions(label: torch.Tensor, keep_largest: bool = False, min_size: in
     return torch.as_tensor(keep[components])
 
 
-def scores_to_label(scores: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def seeded_regions(mask: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """The connected regions of bool ``mask`` (full connectivity: 8 neighbours in 2D, 26 in 3D; any spatial shape)
+    that hold at least one voxel of bool ``seeds``: a bool tensor of ``mask``'s shape and device."""
+    from scipy import ndimage
+
+    region = np.asarray(mask.detach().cpu())
+    if not region.any():
+        return mask.clone()
+    components, count = ndimage.label(region, structure=np.ones((3,) * region.ndim, bool))
+    keep = np.zeros(count + 1, bool)
+    keep[np.unique(components[np.asarray(seeds.detach().cpu()) & region])] = True
+    keep[0] = False
+    return torch.as_tensor(keep[components], device=mask.device)
+
+
+def scores_to_label(scores: torch.Tensor, threshold: float = 0.5, seed_threshold: float = 0.0) -> torch.Tensor:
     """Class indices (1, *S), in ``scores``' dtype, of per-class scores (K, *S) (probabilities or one-hot).
 
     At ``threshold`` 0.5 a voxel takes the class of the highest score (argmax; ties go to the lower class, as
     MONAI's ``AsDiscrete``). Otherwise the scores must be two classes (background, lesion), and a voxel is lesion
     when its lesion score exceeds ``threshold``: below 0.5 more voxels are lesion, above fewer.
+
+    With ``seed_threshold`` above ``threshold`` (hysteresis), a lesion voxel stays lesion only when its connected
+    lesion region (:func:`seeded_regions`, over all spatial axes, e.g. a whole volume) holds a voxel whose lesion score
+    exceeds ``seed_threshold``: confident detections grow into their less certain surroundings, unconfident regions
+    alone are dropped. ``seed_threshold <= threshold`` (e.g. the default 0) changes nothing.
     """
+    two_classes = scores.shape[0] == 2
+    if (threshold != 0.5 or seed_threshold > threshold) and not two_classes:
+        setting = "lesion_threshold" if threshold != 0.5 else "lesion_seed_threshold"
+        raise ValueError(f"{setting} {threshold if threshold != 0.5 else seed_threshold} needs two classes "
+                         f"(background, lesion); the scores have {scores.shape[0]}. Use lesion_threshold 0.5 (argmax) "
+                         f"and lesion_seed_threshold 0 for more classes.")
     if threshold == 0.5:
-        return torch.argmax(scores, dim=0, keepdim=True).to(scores.dtype)
-    if scores.shape[0] != 2:
-        raise ValueError(f"lesion_threshold {threshold} needs two classes (background, lesion); the scores have "
-                         f"{scores.shape[0]}. Use 0.5 (argmax) for more classes.")
-    return (scores[1:2] > threshold).to(scores.dtype)
+        label = torch.argmax(scores, dim=0, keepdim=True).to(scores.dtype)
+    else:
+        label = (scores[1:2] > threshold).to(scores.dtype)
+    if seed_threshold <= threshold:
+        return label
+    kept = seeded_regions(label[0] > 0, scores[1] > seed_threshold)
+    return (label * kept[None]).to(scores.dtype)
 
 
 class LesionLabeld(MapTransform):
@@ -218,16 +246,20 @@ class LesionLabeld(MapTransform):
     Args:
         keys: keys of the scores, (K, *S) probabilities.
         threshold: lesion probability above which a voxel is lesion (``lesion_threshold``; 0.5 is argmax).
+        seed_threshold: lesion probability one voxel of a connected lesion region must exceed for the region to be
+            kept (``lesion_seed_threshold``; 0, or any value not above ``threshold``, keeps every region).
     """
 
-    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, seed_threshold: float = 0.0,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.threshold = as_probability(threshold, "lesion_threshold")
+        self.seed_threshold = as_optional_probability(seed_threshold, "lesion_seed_threshold")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = scores_to_label(d[key], self.threshold)
+            d[key] = scores_to_label(d[key], self.threshold, self.seed_threshold)
         return d
 
 
@@ -245,11 +277,13 @@ class LesionFilterd(MapTransform):
         min_size: smallest component kept, in voxels of the grid the filter runs on (``min_lesion_size``; 0 keeps all).
         scores: whether the data are per-class scores (K, *S) rather than class indices (1, *S).
         threshold: lesion probability above which a score voxel is lesion (``lesion_threshold``; 0.5 is argmax).
+        seed_threshold: with ``scores``, lesion regions without a voxel above it are not lesion
+            (``lesion_seed_threshold``, :func:`scores_to_label`; 0 keeps every region).
     """
 
     def __init__(
         self, keys: KeysCollection, keep_largest: bool = False, min_size: int = 0, scores: bool = False,
-        threshold: float = 0.5, allow_missing_keys: bool = False,
+        threshold: float = 0.5, seed_threshold: float = 0.0, allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.keep_largest = as_bool(keep_largest, "keep_largest_component")
@@ -258,6 +292,7 @@ class LesionFilterd(MapTransform):
         self.min_size = int(min_size)
         self.scores = scores
         self.threshold = as_probability(threshold, "lesion_threshold")
+        self.seed_threshold = as_optional_probability(seed_threshold, "lesion_seed_threshold")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -265,7 +300,7 @@ class LesionFilterd(MapTransform):
             return d
         for key in self.key_iterator(d):
             pred = d[key]
-            label = scores_to_label(pred, self.threshold)[0] if self.scores else pred[0]
+            label = scores_to_label(pred, self.threshold, self.seed_threshold)[0] if self.scores else pred[0]
             removed = (label > 0) & ~filter_lesions(label, self.keep_largest, self.min_size).to(pred.device)
             if not removed.any():
                 continue

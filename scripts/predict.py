@@ -8,9 +8,10 @@ Usage (from the repository root):
     python -m scripts.predict --input IN --output OUT --tta_flips "[]" --roi_size "[256,256]"  # inference settings
 
 The named settings of the inference config (``--roi_size``, ``--tta_flips``, ``--intensity_percentiles``,
-``--keep_largest_component``, ``--min_lesion_size``, ``--lesion_threshold``, ``--channel_index``,
-``--sw_batch_size``, ...) and any other config id (``--set ID=VALUE``) are read as ``monai.bundle run`` reads them
-and change the predictor exactly as they change ``monai.bundle run --config_file configs/inference.json``.
+``--keep_largest_component``, ``--min_lesion_size``, ``--lesion_threshold``, ``--lesion_seed_threshold``,
+``--channel_index``, ``--sw_batch_size``, ...) and any other config id (``--set ID=VALUE``) are read as
+``monai.bundle run`` reads them and change the predictor exactly as they change ``monai.bundle run --config_file
+configs/inference.json``.
 
 Writes per case a label map on the source grid, a DICOM SEG for DICOM input, PNG overlays, and manifest.csv /
 manifest.json (one row per case, with the reason of each failure) plus arguments.json. Exit code 0 when every case
@@ -32,8 +33,8 @@ logger = logging.getLogger("scripts.predict")
 # the inference config's named settings, as command-line flags of the same name (values parsed as monai.bundle run
 # parses them: python-fire)
 CONFIG_SETTINGS = ("roi_size", "sw_batch_size", "tta_flips", "intensity_percentiles", "keep_largest_component",
-                   "min_lesion_size", "lesion_threshold", "channel_index", "context_slices", "amp", "runtime",
-                   "precision")
+                   "min_lesion_size", "lesion_threshold", "lesion_seed_threshold", "channel_index", "context_slices",
+                   "amp", "runtime", "precision")
 
 
 def _formats(text: str) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ VARIANTS = {  # setting -> value other than the base's
     "keep_largest_component": True,
     "min_lesion_size": 40,
     "lesion_threshold": 0.3,
+    "lesion_seed_threshold": 0.8,
     "channel_index": 0,
     "context_slices": 1,
 }

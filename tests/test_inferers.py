@@ -14,8 +14,8 @@ from tests.conftest import ROOT
 
 # named settings of both configs that must agree: what the network is trained on is what it is run on
 SHARED_SETTINGS = ("roi_size", "channel_index", "context_slices", "intensity_percentiles", "tta_flips",
-                   "keep_largest_component", "min_lesion_size", "lesion_threshold", "branch_kernels", "gft_input",
-                   "skips")
+                   "keep_largest_component", "min_lesion_size", "lesion_threshold", "lesion_seed_threshold",
+                   "branch_kernels", "gft_input", "skips")
 
 
 @pytest.fixture(scope="module")

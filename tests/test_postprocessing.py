@@ -130,3 +130,49 @@ def test_a_bad_threshold_is_refused_by_name(threshold):
 def test_a_threshold_other_than_half_needs_two_classes():
     with pytest.raises(ValueError, match="two classes"):
         LesionLabeld("pred", threshold=0.3)({"pred": _probabilities(classes=3)})
+
+
+def _seeded_volume() -> torch.Tensor:
+    """Two-class scores (2, 12, 12, 6): region A (a 4 x 4 x 4 block at 0.35 but for one voxel at 0.9, three slices
+    away from its first), region B (a larger 4 x 4 x 5 block at 0.4 everywhere), background 0.05."""
+    lesion = torch.full((12, 12, 6), 0.05)
+    lesion[1:5, 1:5, 0:4] = 0.35  # region A: weak everywhere...
+    lesion[2, 2, 3] = 0.9  # ...but one confident voxel, three slices away from the first
+    lesion[7:11, 7:11, 1:6] = 0.4  # region B: larger, never confident
+    return torch.stack([1 - lesion, lesion])
+
+
+def test_a_seed_threshold_keeps_only_regions_with_a_confident_voxel_across_slices():
+    scores = _seeded_volume()
+    plain = scores_to_label(scores, 0.3)[0] > 0
+    seeded = scores_to_label(scores, 0.3, seed_threshold=0.7)[0] > 0
+    region_a = torch.zeros_like(plain)
+    region_a[1:5, 1:5, 0:4] = True
+    assert plain.sum() == 4 * 4 * 4 + 4 * 4 * 5
+    assert torch.equal(seeded, region_a)  # A whole (its slice 0 too, grown through the volume), B dropped
+    # at or below the threshold the seed changes nothing; above every probability it removes every region
+    assert torch.equal(scores_to_label(scores, 0.3, seed_threshold=0.3), scores_to_label(scores, 0.3))
+    assert torch.equal(scores_to_label(scores, 0.3, seed_threshold=0.0), scores_to_label(scores, 0.3))
+    assert not scores_to_label(scores, 0.3, seed_threshold=0.95).any()
+    # with argmax (0.5) only region A's confident voxel is lesion, and a seed keeps it
+    assert scores_to_label(scores, 0.5, seed_threshold=0.7).sum() == 1
+    # the dictionary transforms: the label step, and the component filter on scores, which counts only seeded regions
+    label = LesionLabeld("pred", threshold=0.3, seed_threshold=0.7)({"pred": scores})["pred"]
+    assert label.shape == (1, 12, 12, 6) and torch.equal(label[0] > 0, region_a)
+    seeded_filter = LesionFilterd("pred", keep_largest=True, scores=True, threshold=0.3, seed_threshold=0.7)
+    assert torch.equal(scores_to_label(seeded_filter({"pred": scores})["pred"], 0.3, 0.7)[0] > 0, region_a)
+    plain_filter = LesionFilterd("pred", keep_largest=True, scores=True, threshold=0.3)  # keeps B, the larger
+    assert not scores_to_label(plain_filter({"pred": scores})["pred"], 0.3, 0.7).any()
+
+
+@pytest.mark.parametrize("seed", [1, 1.5, -0.2, "high", None, True])
+def test_a_bad_seed_threshold_is_refused_by_name(seed):
+    with pytest.raises(ValueError, match="lesion_seed_threshold"):
+        LesionLabeld("pred", threshold=0.3, seed_threshold=seed)
+    with pytest.raises(ValueError, match="lesion_seed_threshold"):
+        LesionFilterd("pred", min_size=5, scores=True, seed_threshold=seed)
+
+
+def test_a_seed_threshold_needs_two_classes():
+    with pytest.raises(ValueError, match="lesion_seed_threshold 0.7 needs two classes"):
+        LesionLabeld("pred", seed_threshold=0.7)({"pred": _probabilities(classes=3)})
