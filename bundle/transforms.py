@@ -222,12 +222,13 @@ def scores_to_label(scores: torch.Tensor, threshold: float = 0.5, seed_threshold
     exceeds ``seed_threshold``: confident detections grow into their less certain surroundings, unconfident regions
     alone are dropped. ``seed_threshold <= threshold`` (e.g. the default 0) changes nothing.
     """
-    two_classes = scores.shape[0] == 2
-    if (threshold != 0.5 or seed_threshold > threshold) and not two_classes:
-        setting = "lesion_threshold" if threshold != 0.5 else "lesion_seed_threshold"
-        raise ValueError(f"{setting} {threshold if threshold != 0.5 else seed_threshold} needs two classes "
-                         f"(background, lesion); the scores have {scores.shape[0]}. Use lesion_threshold 0.5 (argmax) "
-                         f"and lesion_seed_threshold 0 for more classes.")
+    if scores.shape[0] != 2:
+        for name, value, off in (("lesion_threshold", threshold, threshold == 0.5),
+                                 ("lesion_seed_threshold", seed_threshold, seed_threshold <= threshold)):
+            if not off:
+                raise ValueError(f"{name} {value} needs two classes (background, lesion); the scores have "
+                                 f"{scores.shape[0]}. Use lesion_threshold 0.5 (argmax) and lesion_seed_threshold 0 "
+                                 f"for more classes.")
     if threshold == 0.5:
         label = torch.argmax(scores, dim=0, keepdim=True).to(scores.dtype)
     else:
