@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING
 __version__ = "0.8.0"
 
 _MODULES = (
-    "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers", "io", "losses",
-    "metrics", "networks", "predictor", "reports", "segmenter", "settings", "tasks", "tracking", "training_state",
-    "transforms", "weight_average",
+    "batch_norm", "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers", "io",
+    "losses", "metrics", "networks", "predictor", "reports", "segmenter", "settings", "tasks", "tracking",
+    "training_state", "transforms", "warm_start", "weight_average",
 )
 
 __all__ = [*_MODULES, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the modules load on first access
     from . import (  # noqa: F401
+        batch_norm,
         checkpoints,
         config,
         data,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the modules load on
         tracking,
         training_state,
         transforms,
+        warm_start,
         weight_average,
     )
 

@@ -1,0 +1,66 @@
+"""One-slice weights widened to a 2.5D network: bundle.warm_start.widen_to_context and scripts/widen_input.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.checkpoints import read_state_dict, save_weights, sha256_file
+from bundle.networks import LMNet
+from bundle.warm_start import widen_to_context
+
+SMALL = {"features": (8, 16, 32, 64, 128), "lft_heads": 2, "gft_heads": 8}
+
+
+def _randomized(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` in eval mode with random batch-norm statistics and affine (so the outputs are not trivially equal)."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("context", [1, 2])
+def test_the_widened_network_computes_the_one_slice_function_on_the_centre_channel(context):
+    torch.manual_seed(0)
+    narrow = _randomized(LMNet(in_channels=1, **SMALL))
+    wide = LMNet(in_channels=2 * context + 1, **SMALL).eval()
+    wide.load_state_dict(widen_to_context(narrow.state_dict(), wide.state_dict(), context))
+    x = torch.rand(2, 2 * context + 1, 32, 32)  # neighbours differ from the centre slice
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x[:, context : context + 1]), rtol=1e-5, atol=1e-5)
+    widened = [k for k, v in wide.state_dict().items() if v.dim() > 1 and v.shape[1] == 2 * context + 1]
+    assert widened == ["enc1.0.expand.conv.weight", "enc1.0.shortcut.weight"]
+
+
+def test_weights_that_are_not_one_slice_weights_of_the_target_are_refused():
+    one, three = LMNet(in_channels=1, **SMALL).state_dict(), LMNet(in_channels=3, **SMALL).state_dict()
+    with pytest.raises(ValueError, match="already 2.5D"):
+        widen_to_context(three, three, 1)
+    with pytest.raises(ValueError, match="not a one-channel input layer widened to 5 channels"):
+        widen_to_context(one, LMNet(in_channels=3, **SMALL).state_dict(), 2)
+    with pytest.raises(ValueError, match="not of the target network"):
+        widen_to_context(one, LMNet(in_channels=3, skips="plain", **SMALL).state_dict(), 1)
+    with pytest.raises(ValueError, match="context_slices must be an int >= 1"):
+        widen_to_context(one, three, 0)
+
+
+def test_script_widens_the_config_network_and_leaves_its_input(tmp_path, caplog):
+    from scripts import widen_input
+
+    weights = save_weights(_randomized(LMNet()), tmp_path / "one.pt")
+    digest = sha256_file(weights)
+    out = tmp_path / "wide" / "model.pt"
+    assert widen_input.main(["--weights", str(weights), "--context-slices", "1", "--output", str(out)]) == 0
+    before, after = read_state_dict(weights), read_state_dict(out)
+    assert sha256_file(weights) == digest and after["enc1.0.expand.conv.weight"].shape[1] == 3
+    assert torch.equal(after["enc1.0.expand.conv.weight"][:, 1], before["enc1.0.expand.conv.weight"][:, 0])
+    assert not after["enc1.0.expand.conv.weight"][:, [0, 2]].any()
+    with pytest.raises(SystemExit):  # never over the input
+        widen_input.main(["--weights", str(weights), "--output", str(weights)])
+    assert widen_input.main(["--weights", str(out), "--output", str(tmp_path / "x.pt")]) == 1  # already 2.5D
+    assert "already 2.5D" in caplog.text and not (tmp_path / "x.pt").exists()
