@@ -21,7 +21,7 @@ import torch
 from .fileio import atomic_path
 
 __all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict",
-           "load_weights", "save_weights", "unwrap"]
+           "load_weights", "save_weights", "unwrap", "context_slices_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +163,27 @@ def save_weights(state: dict[str, torch.Tensor] | torch.nn.Module, path: str | o
     with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
     return Path(path)
+
+
+def context_slices_of(path: str | os.PathLike | None) -> int:
+    """The ``context_slices`` (neighbours on each side of a slice, 2.5D input) that the weights in ``path`` were
+    trained with, read from the input channels C of their first convolution (the first tensor of three or more
+    dimensions): ``(C - 1) // 2``, so one-channel weights give 0 and 3-channel weights 1. A missing or empty ``path``
+    gives 0 (the loader then reports the missing file). For networks whose input channels are not slices (RGB
+    images) the setting must be given instead (the Kvasir overlay pins it).
+
+    Raises:
+        ValueError: weights with no convolution, or an even number of input channels (not a slice and its
+            neighbours), or a shipped file that fails its digest.
+    """
+    if not path or not Path(path).is_file():
+        return 0
+    for value in read_state_dict(path).values():
+        if value.dim() >= 3:
+            channels = int(value.shape[1])
+            if channels % 2 == 0:
+                raise ValueError(f"weights file {path} takes {channels} input channels: not a slice and its "
+                                 "neighbours; set context_slices explicitly.")
+            return (channels - 1) // 2
+    raise ValueError(f"weights file {path} holds no convolution to read the input channels from; set context_slices "
+                     "explicitly.")

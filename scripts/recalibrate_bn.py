@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides: dict[str, object] = {"dataset_dir": str(args.dataset_dir.resolve()),
                                         "datalist": str(split_file_of(args.task, args.split_file).resolve()),
-                                        "device": f"$torch.device({args.device!r})", "num_workers": 0}
+                                        "device": f"$torch.device({args.device!r})", "num_workers": 0,
+                                        "init_weights": str(args.weights)}  # context_slices follows the weights
         overrides.update({k: _setting(v) for k, v in parse_settings(args.bundle_arg).items()})
         config = bundle_parser(BUNDLE_ROOT, args.task, "train", overrides)
         network = load_weights(parsed(config, "network"), args.weights)

@@ -2,7 +2,8 @@ r"""Turn one-slice weights into the starting point of a 2.5D network (``context_
 function (``bundle.warm_start.widen_to_context``: the input layers' weights on the centre slice, zeros on its
 neighbours), for ``init_weights`` of a 2.5D training run.
 
-    python -m scripts.widen_input --weights models/model.pt --context-slices 1 --output outputs/warm/model.pt
+    python -m scripts.widen_input --weights outputs/train/checkpoints/model.pt --context-slices 1 \
+        --output outputs/warm/model.pt
     python -m monai.bundle run --config_file configs/train.json --context_slices 1 \
         --init_weights outputs/warm/model.pt ...
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from bundle.inferers import FlipAveraged, SliceWiseInferer
 from bundle.networks import LMNet, reparameterize_model
-from bundle.tasks import config_files
 from tests.conftest import ROOT
 
 # named settings of both configs that must agree: what the network is trained on is what it is run on
@@ -61,12 +59,15 @@ def test_slice_wise_inferer_applies_flips_to_images_and_volumes(network):
 @pytest.mark.parametrize("task", ["lgg", "busi"])
 def test_training_validates_with_the_inference_settings(task):
     """The settings the training config validates with are the inference config's (one value in each config's
-    named settings, checked equal here)."""
-    parsed = {}
-    for kind in ("inference", "train"):
-        parser = ConfigParser()
-        parser.read_config([str(path) for path in config_files(ROOT, task, kind)])
-        parsed[kind] = {name: parser.get_parsed_content(name) for name in SHARED_SETTINGS}
+    named settings, checked equal here), for a run that fine-tunes the shipped weights (``context_slices`` follows
+    the weights in both configs)."""
+    from bundle.config import bundle_parser
+
+    inference = bundle_parser(ROOT, task, "inference")
+    weights = inference.get_parsed_content("ckpt_path")
+    train = bundle_parser(ROOT, task, "train", {"init_weights": weights})
+    parsed = {kind: {name: parser.get_parsed_content(name) for name in SHARED_SETTINGS}
+              for kind, parser in (("inference", inference), ("train", train))}
     assert parsed["inference"] == parsed["train"]
 
 
