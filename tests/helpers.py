@@ -44,14 +44,16 @@ def lesion_logit(task: str = "lgg") -> float:
 def config_segmenter(network: nn.Module, task: str = "lgg", **overrides):
     """A :class:`bundle.segmenter.Segmenter` with the pipeline of the bundle's inference config for ``task`` (plus
     ``overrides``: config id -> value) around a copy of ``network`` as it is (no weights loaded; the copy is
-    re-parameterized by the segmenter when it is an LM-Net)."""
+    re-parameterized by the segmenter when it is an LM-Net). ``context_slices`` is 0 unless given: the test networks
+    take one slice (the config would read it from the shipped weights, which take three)."""
     import copy
 
     from bundle.config import bundle_parser
     from bundle.segmenter import Segmenter
     from tests.conftest import ROOT
 
-    parser = bundle_parser(ROOT, task, "inference", {"device": "$torch.device('cpu')", **overrides})
+    parser = bundle_parser(ROOT, task, "inference", {"device": "$torch.device('cpu')", "context_slices": 0,
+                                                     **overrides})
     pieces = {name: parser.get_parsed_content(name) for name in
               ("image_transforms", "inferer", "score_transforms", "label_transforms")}
     return Segmenter(copy.deepcopy(network), None, device="cpu", amp=False, **pieces)

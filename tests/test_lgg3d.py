@@ -86,6 +86,7 @@ def test_verify_net_in_out():
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
          "configs/metadata.json", "--config_file", "['configs/inference.json', 'configs/lgg3d/inference.json']",
          "--bundle_root", ".", "--_meta_#network_data_format#inputs#image#spatial_shape", "[32, 32, 16]",
+         "--_meta_#network_data_format#inputs#image#num_channels", "1",  # the metadata describes the 2.5D LGG model
          "--network_def#features", "[8, 16, 16, 32, 32]", "--network_def#lft_heads", "2",
          "--network_def#gft_heads", "8"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
