@@ -120,7 +120,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ValueError: a shipped file that fails its digest, or a file that holds no state dict.
     """
     verify_weights(path)
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True), path)
+
+
+def _state_dict_in(state: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network state dict in what ``torch.load`` read from ``path``: a bare state dict or a checkpoint holding
+    one under ``"model"``, ``"network"`` or ``"state_dict"``."""
     if isinstance(state, dict):
         for key in ("model", "network", "state_dict"):
             if isinstance(state.get(key), dict):
@@ -172,13 +177,17 @@ def context_slices_of(path: str | os.PathLike | None) -> int:
     gives 0 (the loader then reports the missing file). For networks whose input channels are not slices (RGB
     images) the setting must be given instead (the Kvasir overlay pins it).
 
+    Only the shapes are read (the file is memory-mapped, its tensor data never loaded); the loader that uses the
+    weights reads and digest-checks the file itself.
+
     Raises:
         ValueError: weights with no convolution, or an even number of input channels (not a slice and its
-            neighbours), or a shipped file that fails its digest.
+            neighbours).
     """
     if not path or not Path(path).is_file():
         return 0
-    for value in read_state_dict(path).values():
+    state = _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
+    for value in state.values():
         if value.dim() >= 3:
             channels = int(value.shape[1])
             if channels % 2 == 0:

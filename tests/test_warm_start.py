@@ -64,3 +64,19 @@ def test_script_widens_the_config_network_and_leaves_its_input(tmp_path, caplog)
         widen_input.main(["--weights", str(weights), "--output", str(weights)])
     assert widen_input.main(["--weights", str(out), "--output", str(tmp_path / "x.pt")]) == 1  # already 2.5D
     assert "already 2.5D" in caplog.text and not (tmp_path / "x.pt").exists()
+
+
+def test_context_slices_are_read_from_the_weights_input_channels(tmp_path):
+    from bundle.checkpoints import context_slices_of
+
+    for channels, context in ((1, 0), (3, 1), (5, 2)):
+        path = save_weights(LMNet(in_channels=channels, **SMALL), tmp_path / f"c{channels}.pt")
+        assert context_slices_of(path) == context
+    wrapped = tmp_path / "checkpoint.pt"  # a resumable checkpoint holding the network under "model"
+    torch.save({"model": LMNet(in_channels=3, **SMALL).state_dict(), "epoch": 3}, wrapped)
+    assert context_slices_of(wrapped) == 1
+    assert context_slices_of(None) == context_slices_of("") == context_slices_of(tmp_path / "missing.pt") == 0
+    with pytest.raises(ValueError, match="takes 2 input channels"):
+        context_slices_of(save_weights(torch.nn.Conv2d(2, 4, 3), tmp_path / "two.pt"))
+    with pytest.raises(ValueError, match="holds no convolution"):
+        context_slices_of(save_weights(torch.nn.Linear(3, 2), tmp_path / "linear.pt"))
