@@ -236,7 +236,7 @@ def scores_to_label(scores: torch.Tensor, threshold: float = 0.5, seed_threshold
     if seed_threshold <= threshold:
         return label
     kept = seeded_regions(label[0] > 0, scores[1] > seed_threshold)
-    return (label * kept[None]).to(scores.dtype)
+    return label * kept[None]  # bool mask: the dtype stays scores'
 
 
 class LesionLabeld(MapTransform):
