@@ -23,12 +23,13 @@ from .config import bundle_parser, bundle_run_command
 from .evaluation import BUNDLE_ROOT, evaluate, run_inference
 from .reports import write_report
 
-__all__ = ["NetworkSpec", "NETWORKS", "ComparisonRun", "epoch_seconds", "table"]
+__all__ = ["NetworkSpec", "NETWORKS", "ComparisonRun", "epoch_seconds", "run_seconds", "table"]
 
 logger = logging.getLogger(__name__)
 
 VALIDATIONS = 10  # validations a run gets, whatever its number of epochs
 _EPOCH_TIME = re.compile(r"Epoch\[\d+\] Complete\. Time taken: (\d+):(\d+):([\d.]+)")
+_RUN_TIME = re.compile(r"Engine run finished\. Time taken: (\d+):(\d+):([\d.]+)")
 _CHANNELS = {"spatial_dims": 2, "in_channels": "$1 + 2 * @context_slices", "out_channels": 2}
 
 
@@ -66,11 +67,23 @@ NETWORKS: dict[str, NetworkSpec] = {
 }
 
 
-def epoch_seconds(log_text: str) -> list[float]:
-    """Wall seconds of each training epoch, from the trainer's "Epoch[n] Complete. Time taken: h:m:s" log lines
-    (the evaluator's lines, which look alike, are skipped)."""
+def _trainer_times(log_text: str, pattern: re.Pattern) -> list[float]:
+    """Seconds of every "Time taken: h:m:s" match of ``pattern`` on the trainer's log lines (the evaluator's lines,
+    which look alike, are skipped)."""
     lines = "\n".join(line for line in log_text.splitlines() if "SupervisedTrainer" in line)
-    return [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in _EPOCH_TIME.findall(lines)]
+    return [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in pattern.findall(lines)]
+
+
+def epoch_seconds(log_text: str) -> list[float]:
+    """Wall seconds of each training epoch, from the trainer's "Epoch[n] Complete. Time taken: h:m:s" log lines."""
+    return _trainer_times(log_text, _EPOCH_TIME)
+
+
+def run_seconds(log_text: str) -> float:
+    """Wall seconds the trainer ran, from its "Engine run finished. Time taken: h:m:s" lines (summed over the
+    processes of a resumed run; validation included, data caching and process start not); NaN without one."""
+    times = _trainer_times(log_text, _RUN_TIME)
+    return sum(times) if times else math.nan
 
 
 class ComparisonRun:
@@ -135,11 +148,12 @@ class ComparisonRun:
 
     def adopt(self, run_dir: Path) -> dict:
         """Use a finished training run of this network (its log beside it: ``<run_dir>.log`` or ``train.log``;
-        its wall time from the ``wall_s.txt`` that :meth:`train` writes, if there)."""
+        its wall time from the ``wall_s.txt`` that :meth:`train` writes, else the trainer's own run time in the
+        log)."""
         logs = [p for p in (run_dir.with_suffix(".log"), run_dir / "train.log") if p.is_file()]
         text = logs[0].read_text() if logs else ""
         wall = run_dir / "wall_s.txt"
-        return self._facts(run_dir, text, float(wall.read_text()) if wall.is_file() else math.nan)
+        return self._facts(run_dir, text, float(wall.read_text()) if wall.is_file() else run_seconds(text))
 
     def _facts(self, run_dir: Path, log_text: str, wall: float) -> dict:
         name = "model.pt" if self.spec.validate else "model_final.pt"
@@ -160,7 +174,10 @@ class ComparisonRun:
 
         from .networks import reparameterize_model
 
-        parser = bundle_parser(BUNDLE_ROOT, self.task, "inference", dict(self.inference_settings), [str(self.overlay)])
+        settings = dict(self.inference_settings)
+        if self.checkpoint is not None:  # the run's own weights decide what the config derives from them (input)
+            settings["ckpt_path"] = str(self.checkpoint)
+        parser = bundle_parser(BUNDLE_ROOT, self.task, "inference", settings, [str(self.overlay)])
         network = parser.get_parsed_content("network_def").eval()
         if any(hasattr(m, "switch_to_deploy") for m in network.modules()):
             network = reparameterize_model(network)

@@ -13,7 +13,7 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from bundle.comparison import NETWORKS, ComparisonRun, epoch_seconds, table
+from bundle.comparison import NETWORKS, ComparisonRun, epoch_seconds, run_seconds, table
 from bundle.config import bundle_parser
 from bundle.evaluation import compare_summaries, evaluate, parse_settings
 from bundle.metrics import case_metrics, slice_metrics, summarize
@@ -30,6 +30,16 @@ def test_epoch_seconds_reads_only_the_trainer_lines():
         "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Epoch[2] Complete. Time taken: 01:02:03.250",
     ])
     assert epoch_seconds(log) == [31.5, 3723.25]
+
+
+def test_run_seconds_sum_the_trainer_runs_of_a_resumed_run():
+    log = "\n".join([
+        "2026 - ignite.engine.engine.SupervisedEvaluator - INFO - Engine run finished. Time taken: 00:00:40.000",
+        "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 00:10:00.500",
+        "2026 - ignite.engine.engine.SupervisedTrainer - INFO - Engine run finished. Time taken: 01:00:01.000",
+    ])
+    assert run_seconds(log) == 4201.5
+    assert math.isnan(run_seconds("2026 - SupervisedEvaluator - INFO - Engine run finished. Time taken: 00:00:01"))
 
 
 def _flags(cmd: list[str]) -> dict[str, list]:
