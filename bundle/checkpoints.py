@@ -178,15 +178,20 @@ def context_slices_of(path: str | os.PathLike | None) -> int:
     images) the setting must be given instead (the Kvasir overlay pins it).
 
     Only the shapes are read (the file is memory-mapped, its tensor data never loaded); the loader that uses the
-    weights reads and digest-checks the file itself.
+    weights reads and digest-checks the file itself. A file that cannot be read is digest-checked here, so a damaged
+    shipped file is reported as such, not as an unpickling error.
 
     Raises:
-        ValueError: weights with no convolution, or an even number of input channels (not a slice and its
-            neighbours).
+        ValueError: an unreadable file (a shipped one that fails its digest says so), weights with no convolution,
+            or an even number of input channels (not a slice and its neighbours).
     """
     if not path or not Path(path).is_file():
         return 0
-    state = _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
+    try:
+        state = _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
+    except Exception as err:  # any unpickling failure: the digest check names the cause where it can
+        verify_weights(path)
+        raise ValueError(f"weights file {path} cannot be read: {err}") from err
     for value in state.values():
         if value.dim() >= 3:
             channels = int(value.shape[1])

@@ -80,3 +80,12 @@ def test_context_slices_are_read_from_the_weights_input_channels(tmp_path):
         context_slices_of(save_weights(torch.nn.Conv2d(2, 4, 3), tmp_path / "two.pt"))
     with pytest.raises(ValueError, match="holds no convolution"):
         context_slices_of(save_weights(torch.nn.Linear(3, 2), tmp_path / "linear.pt"))
+
+
+def test_an_unreadable_weights_file_is_named(tmp_path):
+    from bundle.checkpoints import context_slices_of
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a weights file")
+    with pytest.raises(ValueError, match=f"weights file {broken} cannot be read"):
+        context_slices_of(broken)
