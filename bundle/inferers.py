@@ -9,6 +9,8 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
+from .runtimes import bf16_forward, check_cpu_precision
+
 __all__ = ["SliceWiseInferer", "VolumeInferer", "FlipAveraged", "PlainTensorInferer", "plain_tensor"]
 
 
@@ -130,8 +132,26 @@ class PlainTensorInferer(Inferer):
     """The network on the whole input, as MONAI's ``SimpleInferer``, on a plain tensor (see :func:`plain_tensor`):
     the training inferer.
 
-    Shapes: (B, C, *S) -> the network's output.
+    Args:
+        precision: ``"fp32"`` (default) or ``"bf16"``: the forward under CPU bfloat16 autocast, output in fp32, so
+            that the loss and the backward's gradient accumulation stay in fp32 (a CPU setting: on CUDA, MONAI's
+            ``amp``). On CPUs with AVX512-BF16 / AMX this makes a training step faster; it changes the numbers.
+        device: the device the network runs on, to refuse ``bf16`` on CUDA when the config is parsed (the inputs'
+            device is checked on every call as well).
+
+    Shapes: (B, C, *S) -> the network's output (fp32 with ``bf16``).
+
+    Raises:
+        ValueError: an unknown ``precision``, or ``bf16`` on inputs on a CUDA device.
     """
 
+    def __init__(self, precision: str = "fp32", device: torch.device | str | None = None) -> None:
+        super().__init__()
+        check_cpu_precision(precision, device)
+        self.precision = precision
+
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
-        return network(plain_tensor(inputs), *args, **kwargs)
+        if self.precision == "fp32":
+            return network(plain_tensor(inputs), *args, **kwargs)
+        check_cpu_precision(self.precision, inputs.device)
+        return bf16_forward(lambda x: network(x, *args, **kwargs), plain_tensor(inputs))

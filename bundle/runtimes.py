@@ -32,8 +32,8 @@ import torch.nn as nn
 
 from .checkpoints import sha256_file
 
-__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "runtime_network", "OpenVINONetwork", "RuntimeHandler",
-           "batch_bucket"]
+__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "bf16_forward", "runtime_network",
+           "OpenVINONetwork", "RuntimeHandler", "batch_bucket"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +46,31 @@ def check_runtime(runtime: str, precision: str) -> None:
     ``ImportError`` with the install command when OpenVINO is asked for but missing."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    check_cpu_precision(precision, None)
     if runtime == "openvino":
         try:
             import openvino  # noqa: F401
         except ImportError as err:
             raise ImportError("runtime 'openvino' needs the openvino package: pip install 'openvino==2026.4.1' "
                               "(or the bundle's 'openvino' extra).") from err
+
+
+def check_cpu_precision(precision: str, device: torch.device | str | None) -> None:
+    """Raise ``ValueError`` when ``precision`` is not one of :data:`PRECISIONS`, or is reduced on a CUDA device
+    (there the ``amp`` setting gives fp16 autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision != "fp32" and device is not None and torch.device(device).type == "cuda":
+        raise ValueError(f"precision {precision!r} is a CPU setting; on CUDA use precision 'fp32' and the amp setting "
+                         "for fp16.")
+
+
+def bf16_forward(network, x: torch.Tensor) -> torch.Tensor:
+    """``network(x)`` under CPU bfloat16 autocast (convolutions and linear layers in bf16, reductions such as the
+    norms in fp32), returned in fp32; differentiable (backward follows the forward's dtypes)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = network(x)
+    return out.float()
 
 
 class _TorchBF16(nn.Module):
@@ -64,8 +81,7 @@ class _TorchBF16(nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.network(x).float()
+        return bf16_forward(self.network, x)
 
 
 def _cache_root(weights: str | os.PathLike) -> Path:

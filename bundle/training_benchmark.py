@@ -64,6 +64,8 @@ def time_training_step(
 
     torch.set_num_threads(threads)
     root = Path(bundle_root).resolve()
+    if str(root) not in sys.path:  # as ConfigWorkflow does: the config's import statements run before its initialize
+        sys.path.insert(1, str(root))
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "train.json"))
     parser.update({"bundle_root": str(root), "device": "$torch.device('cpu')", "amp": False, "max_epochs": 1,

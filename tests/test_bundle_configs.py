@@ -4,6 +4,7 @@ workflow (train, evaluate, inference, multi-GPU) run by ConfigWorkflow / ``monai
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -134,6 +135,26 @@ def test_train_workflow_lgg(synthetic_lgg, tmp_path):
     assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
     datalist = json.loads((tmp_path / "datalist.json").read_text())
     assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
+
+
+def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(synthetic_lgg, tmp_path):
+    """``precision bf16``: the trainer's forward computes in bfloat16 (CPU autocast), validation and the saved
+    weights stay fp32."""
+    settings = {"max_epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 2, **FAST, "precision": "bf16"}
+    wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
+                   datalist=str(tmp_path / "datalist.json"), **settings)
+    wf.initialize()
+    network = wf.parser.get_parsed_content("network")
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    first_conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
+    wf.run()
+    wf.finalize()
+    assert wf.trainer.state.epoch == 1 and math.isfinite(float(wf.trainer.state.output[0]["loss"]))
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation
+    final = torch.load(tmp_path / "train" / "checkpoints" / "model_final.pt", weights_only=True)
+    assert all(v.dtype != torch.bfloat16 and torch.isfinite(v.float()).all() for v in final.values())
 
 
 def test_weight_ema_is_what_validates_checkpoints_and_ships(synthetic_lgg, tmp_path):

@@ -90,3 +90,40 @@ def test_networks_see_plain_tensors_and_the_batch_keeps_its_meta_data(network):
         SliceWiseInferer((32, 32), tta_flips=(1,))(image, spy)
     assert seen and all(t is torch.Tensor for t in seen)
     assert isinstance(image, MetaTensor) and image.meta["filename_or_obj"] == "x.png"
+
+
+def test_bf16_training_forward_runs_in_bf16_and_returns_fp32_with_gradients():
+    """``precision bf16`` of the training inferer: the convolutions compute in bfloat16 (CPU autocast), the output,
+    the loss and the parameters' gradients stay fp32, and the numbers are those of fp32 up to bf16 rounding."""
+    from bundle.inferers import PlainTensorInferer
+
+    torch.manual_seed(0)
+    net = LMNet(features=(8, 16, 32, 64, 128), lft_heads=2, gft_heads=8)
+    conv_dtypes = []
+    first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: conv_dtypes.append(o.dtype))
+    x = torch.rand(2, 1, 32, 32)
+    net.eval()  # fixed batch-norm statistics: the two precisions see the same normalisation
+    reference = PlainTensorInferer()(x, net)
+    out = PlainTensorInferer("bf16")(x, net)
+    assert conv_dtypes == [torch.float32, torch.bfloat16]
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert not torch.equal(out, reference)
+    assert (out - reference).norm() < 0.02 * reference.norm()  # bf16 rounding (8 significant bits), no more
+    net.train()
+    out = PlainTensorInferer("bf16")(x, net)
+    out.square().mean().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(("precision", "device", "match"), [
+    ("fp16", None, "precision must be one of"),
+    ("bf16", "cuda", "CPU setting"),
+])
+def test_training_inferer_refuses_unknown_or_cuda_precisions(precision, device, match):
+    from bundle.inferers import PlainTensorInferer
+
+    with pytest.raises(ValueError, match=match):
+        PlainTensorInferer(precision, device)
