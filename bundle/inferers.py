@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-from .runtimes import bf16_forward, check_cpu_precision
+from .runtimes import bf16_forward, check_cpu_precision, warn_unless_native_bf16
 
 __all__ = ["SliceWiseInferer", "VolumeInferer", "FlipAveraged", "PlainTensorInferer", "plain_tensor"]
 
@@ -148,6 +148,8 @@ class PlainTensorInferer(Inferer):
     def __init__(self, precision: str = "fp32", device: torch.device | str | None = None) -> None:
         super().__init__()
         check_cpu_precision(precision, device)
+        if precision == "bf16":
+            warn_unless_native_bf16("training precision bf16")
         self.precision = precision
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:

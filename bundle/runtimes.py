@@ -32,7 +32,8 @@ import torch.nn as nn
 
 from .checkpoints import sha256_file
 
-__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "bf16_forward", "runtime_network",
+__all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "cpu_has_native_bf16",
+           "warn_unless_native_bf16", "bf16_forward", "runtime_network",
            "OpenVINONetwork", "RuntimeHandler", "batch_bucket"]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ def check_cpu_precision(precision: str, device: torch.device | str | None) -> No
     if precision != "fp32" and device is not None and torch.device(device).type == "cuda":
         raise ValueError(f"precision {precision!r} is a CPU setting; on CUDA use precision 'fp32' and the amp setting "
                          "for fp16.")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere PyTorch emulates it, slower than
+    fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def warn_unless_native_bf16(what: str) -> None:
+    """Log a warning that ``what`` (a bf16 path) will be slow when the CPU has no native bfloat16."""
+    if not cpu_has_native_bf16():
+        logger.warning("%s: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 runs emulated, slower "
+                       "than fp32.", what)
 
 
 def bf16_forward(network, x: torch.Tensor) -> torch.Tensor:
@@ -206,6 +221,7 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
     logger.info("inference runtime %s, precision %s", runtime, precision)
     if runtime == "openvino":
         return OpenVINONetwork(network, precision, weights, threads)
+    warn_unless_native_bf16("inference precision bf16")
     return _TorchBF16(network)
 
 

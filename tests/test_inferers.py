@@ -127,3 +127,20 @@ def test_training_inferer_refuses_unknown_or_cuda_precisions(precision, device, 
 
     with pytest.raises(ValueError, match=match):
         PlainTensorInferer(precision, device)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):
+    """Without AVX512-BF16 / AMX, PyTorch emulates bfloat16 (slower than fp32): the bf16 settings say so."""
+    import logging
+
+    from bundle.inferers import PlainTensorInferer
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    with caplog.at_level(logging.WARNING, logger="bundle.runtimes"):
+        PlainTensorInferer("bf16")
+    assert "no native bfloat16" in caplog.text and "training precision bf16" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bundle.runtimes"):
+        PlainTensorInferer("fp32")
+    assert not caplog.text
