@@ -33,8 +33,6 @@ def bundle_parser(
         FileNotFoundError: ``bundle_root`` holds no ``configs/<kind>.json``.
     """
     root = Path(bundle_root).resolve()
-    if str(root) not in sys.path:  # as ConfigWorkflow does: the config's import statements run before its initialize
-        sys.path.insert(1, str(root))
     parser = ConfigParser()
     parser.read_config([str(p) for p in (*config_files(root, task, kind), *extra_configs)])
     parser.read_meta(str(root / "configs" / "metadata.json"))  # "_meta_", as monai.bundle run loads it
