@@ -105,7 +105,8 @@ def test_ckpt_export_torchscript(random_checkpoint, tmp_path):
         torch.testing.assert_close(loaded(x), net(x), atol=1e-5, rtol=1e-5)
 
 
-def _train(tmp_path: Path, dataset: Path, extra: list[str] = (), **overrides) -> ConfigWorkflow:
+def _train(tmp_path: Path, dataset: Path, extra: list[str] = (), before_run=None, **overrides) -> ConfigWorkflow:
+    """Train with ``overrides`` (``before_run(workflow)`` is called after initialising, e.g. to hook the network)."""
     settings = {"max_epochs": 2, "val_interval": 1, "batch_size": 2, "num_samples": 2, **FAST, **overrides}
     wf = _workflow(
         ["train.json", *extra], "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"),
@@ -113,6 +114,8 @@ def _train(tmp_path: Path, dataset: Path, extra: list[str] = (), **overrides) ->
     )
     wf.initialize()
     assert wf.check_properties() == []  # no required property missing
+    if before_run is not None:
+        before_run(wf)
     wf.run()
     wf.finalize()
     return wf
@@ -140,16 +143,14 @@ def test_train_workflow_lgg(synthetic_lgg, tmp_path):
 def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(synthetic_lgg, tmp_path):
     """``precision bf16``: the trainer's forward computes in bfloat16 (CPU autocast), validation and the saved
     weights stay fp32."""
-    settings = {"max_epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 2, **FAST, "precision": "bf16"}
-    wf = _workflow(["train.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
-                   datalist=str(tmp_path / "datalist.json"), **settings)
-    wf.initialize()
-    network = wf.parser.get_parsed_content("network")
-    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     seen = []
-    first_conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
-    wf.run()
-    wf.finalize()
+
+    def hook_first_conv(wf):
+        network = wf.parser.get_parsed_content("network")
+        first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
+
+    wf = _train(tmp_path, synthetic_lgg, before_run=hook_first_conv, max_epochs=1, precision="bf16")
     assert wf.trainer.state.epoch == 1 and math.isfinite(float(wf.trainer.state.output[0]["loss"]))
     assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
     assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation
