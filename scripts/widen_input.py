@@ -1,6 +1,6 @@
-r"""Turn one-slice weights into the starting point of a 2.5D network (``context_slices`` > 0) that computes the same
-function (``bundle.warm_start.widen_to_context``: the input layers' weights on the centre slice, zeros on its
-neighbours), for ``init_weights`` of a 2.5D training run.
+r"""Turn one-slice weights, or 2.5D weights of fewer neighbours, into the starting point of a wider 2.5D network
+(``context_slices`` > 0) that computes the same function (``bundle.warm_start.widen_to_context``: the input layers'
+weights on the slices they read, centred, zeros on the added neighbours), for ``init_weights`` of a 2.5D training run.
 
     python -m scripts.widen_input --weights outputs/train/checkpoints/model.pt --context-slices 1 \
         --output outputs/warm/model.pt
@@ -30,7 +30,7 @@ logger = logging.getLogger("widen_input")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="lgg")
-    parser.add_argument("--weights", type=Path, required=True, help="one-slice weights (read only)")
+    parser.add_argument("--weights", type=Path, required=True, help="weights of fewer input slices (read only)")
     parser.add_argument("--context-slices", type=int, default=1, help="neighbours on each side (>= 1)")
     parser.add_argument("--output", type=Path, required=True, help="the weights file to write")
     args = parser.parse_args(argv)

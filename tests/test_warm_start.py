@@ -1,4 +1,4 @@
-"""One-slice weights widened to a 2.5D network: bundle.warm_start.widen_to_context and scripts/widen_input.py."""
+"""Weights of fewer slices widened to a wider 2.5D network: bundle.warm_start.widen_to_context and scripts/widen_input.py."""
 
 from __future__ import annotations
 
@@ -37,12 +37,27 @@ def test_the_widened_network_computes_the_one_slice_function_on_the_centre_chann
     assert widened == ["enc1.0.expand.conv.weight", "enc1.0.shortcut.weight"]
 
 
+def test_a_2p5d_network_widened_to_more_neighbours_computes_its_function_on_the_centre_channels():
+    torch.manual_seed(0)
+    three = _randomized(LMNet(in_channels=3, **SMALL))
+    five = LMNet(in_channels=5, **SMALL).eval()
+    five.load_state_dict(widen_to_context(three.state_dict(), five.state_dict(), 2))
+    x = torch.rand(2, 5, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(five(x), three(x[:, 1:4]), rtol=1e-5, atol=1e-5)
+    weight = five.state_dict()["enc1.0.expand.conv.weight"]
+    assert torch.equal(weight[:, 1:4], three.state_dict()["enc1.0.expand.conv.weight"])
+    assert not weight[:, [0, 4]].any()
+
+
 def test_weights_that_are_not_one_slice_weights_of_the_target_are_refused():
     one, three = LMNet(in_channels=1, **SMALL).state_dict(), LMNet(in_channels=3, **SMALL).state_dict()
-    with pytest.raises(ValueError, match="already 2.5D"):
+    with pytest.raises(ValueError, match="already weights of 3 channels"):
         widen_to_context(three, three, 1)
-    with pytest.raises(ValueError, match="not a one-channel input layer widened to 5 channels"):
+    with pytest.raises(ValueError, match="not an input layer of fewer slices widened to 5 channels"):
         widen_to_context(one, LMNet(in_channels=3, **SMALL).state_dict(), 2)
+    with pytest.raises(ValueError, match="not an input layer of fewer slices widened to 3 channels"):
+        widen_to_context(LMNet(in_channels=5, **SMALL).state_dict(), three, 1)
     with pytest.raises(ValueError, match="not of the target network"):
         widen_to_context(one, LMNet(in_channels=3, skips="plain", **SMALL).state_dict(), 1)
     with pytest.raises(ValueError, match="context_slices must be an int >= 1"):
@@ -63,7 +78,7 @@ def test_script_widens_the_config_network_and_leaves_its_input(tmp_path, caplog)
     with pytest.raises(SystemExit):  # never over the input
         widen_input.main(["--weights", str(weights), "--output", str(weights)])
     assert widen_input.main(["--weights", str(out), "--output", str(tmp_path / "x.pt")]) == 1  # already 2.5D
-    assert "already 2.5D" in caplog.text and not (tmp_path / "x.pt").exists()
+    assert "already weights of 3 channels" in caplog.text and not (tmp_path / "x.pt").exists()
 
 
 def test_context_slices_are_read_from_the_weights_input_channels(tmp_path):
