@@ -13,6 +13,9 @@ Usage (from the repository root):
     python -m scripts.model_stats --case-seconds  # only seconds per 256 x 256 x 40 volume through the predictor
     python -m scripts.model_stats --paired 20     # only LM-Net's paths against MONAI UNet eager fp32, timed back to
                                                   # back in 20 rounds (b1, 2 threads): the median per-round ratio
+    python -m scripts.model_stats --paired 20 --compile   # the same plus LM-Net under torch.compile (fp32)
+
+torch.compile rows use ``bundle.benchmark.compile_for_inference`` (Inductor with frozen weights and a C++ wrapper).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from bundle.benchmark import (
     MAC_COUNTER,
     REFERENCE_NETWORKS,
+    compile_for_inference,
     count_macs,
     count_parameters,
     measure_latency,
@@ -106,7 +110,7 @@ def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) 
     from bundle.runtimes import runtime_network
 
     runner = runtime_network(model, "openvino" if runtime == "openvino" else "torch", precision, threads=threads)
-    return torch.compile(runner) if runtime == "torch.compile" else runner
+    return compile_for_inference(runner) if runtime == "torch.compile" else runner
 
 
 def _print_runtimes(args: argparse.Namespace) -> int:
@@ -187,7 +191,8 @@ def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, tor
 
 
 def _print_paired(args: argparse.Namespace) -> int:
-    """LM-Net's deployed paths (eager, OpenVINO; fp32, bf16) against MONAI UNet (64..1024) eager fp32 at b1 t2:
+    """LM-Net's deployed paths (eager, OpenVINO; fp32, bf16; with ``--compile`` torch.compile fp32 too) against MONAI
+    UNet (64..1024) eager fp32 at b1 t2:
     in each of ``args.paired`` rounds, UNet and then every LM-Net path are timed back to back (``args.repeats``
     forwards each), and each path's ratio to that round's UNet time is kept; the table gives the median ratio over
     the rounds (a shared machine's drift moves both sides of a round alike) and its range."""
@@ -201,6 +206,8 @@ def _print_paired(args: argparse.Namespace) -> int:
                 paths[f"{runtime} {precision}"] = _runner(lmnet, runtime, precision, threads=2)
             except ImportError as err:
                 logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
+    if args.compile:  # compiled in its first (untimed) forward
+        paths["torch.compile fp32"] = _runner(lmnet, "torch.compile", "fp32", threads=2)
     shape = (1, args.in_channels, args.size, args.size)
     unet_ms: list[float] = []
     path_ms: dict[str, list[float]] = {path: [] for path in paths}
@@ -321,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per setting; the median is shown")
     parser.add_argument("--quick", action="store_true", help="batch 1 and 2 threads only, 3 runs, no memory column")
     parser.add_argument("--lmnet-only", action="store_true", help="skip MONAI's reference networks")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd LM-Net (deployed) and UNet")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd LM-Net (deployed) and UNet; with --paired, LM-Net compiled")
     parser.add_argument("--ablations", action="store_true",
                         help="only parameters and MACs of the ablation switches (branch_kernels, gft_input, skips)")
     parser.add_argument("--volumes", action="store_true",
@@ -387,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("LM-Net deployed"):
             model = to_channels_last(reparameterize_model(model, inplace=True))  # as users get it
         cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, shape1) / 1e9:.2f}"]
-        runner = torch.compile(model) if use_compile else model  # compiled during the warm-up run
+        runner = compile_for_inference(model) if use_compile else model  # compiled during the warm-up run
         latencies = [measure_latency(runner, (b, *shape1[1:]), t, repeats, warmup=2) for b, t in settings]
         cells += [f"{ms:.1f}" for ms in latencies]
         cells.append(f"{settings[-1][0] * 1e3 / latencies[-1]:.1f}")

@@ -75,3 +75,25 @@ def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
         ms, unet_ms = float(ms), float(unet_ms)
         assert ms > 0 and unet_ms > 0, name
         assert (ms + 0.05) / (unet_ms - 0.05) >= low - 0.005 and (ms - 0.05) / (unet_ms + 0.05) <= high + 0.005, name
+
+
+def test_inference_compile_freezes_the_weights_and_computes_the_eager_output():
+    """`compile_for_inference` (model_stats' torch.compile rows): a small conv net with batch norm and GELU compiled
+    with frozen weights and the C++ wrapper gives the eager output, for a second input too."""
+    import shutil
+
+    import torch
+
+    from bundle.benchmark import compile_for_inference
+
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("Inductor's CPU backend needs a C++ compiler")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8), nn.GELU(), nn.Conv2d(8, 2, 1)).eval()
+    x = torch.randn(1, 2, 16, 16)
+    with torch.inference_mode():
+        expected = net(x)
+        compiled = compile_for_inference(net)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
+        y = torch.randn(1, 2, 16, 16)
+        torch.testing.assert_close(compiled(y), net(y), rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Weights of fewer slices widened to a wider 2.5D network: bundle.warm_start.widen_to_context and scripts/widen_input.py."""
+"""Weights of fewer slices widened to a wider 2.5D network: widen_to_context and scripts/widen_input.py."""
 
 from __future__ import annotations
 
