@@ -26,6 +26,7 @@ __all__ = [
     "measure_latency",
     "measure_peak_memory",
     "measure_training_step",
+    "paired_latency",
     "module_time_share",
     "profile_forward",
     "reference_models",
@@ -310,6 +311,88 @@ def _in_fresh_process(measure: Callable, threads: int, *args):
     if status == "error":
         raise RuntimeError(f"measuring on input {args[1]} failed: {result}")
     return result
+
+
+def _latency_server(build: Callable[[], nn.Module], input_shape: tuple[int, ...], threads: int, repeats: int,
+                    conn) -> None:
+    """Build one network (and compile it, by a first forward), then time it whenever the parent asks, until it sends
+    ``None``. Replies ``("ok", ms)`` or ``("error", message)``."""
+    try:
+        torch.set_num_threads(threads)
+        model = build()
+        measure_latency(model, input_shape, threads, repeats=1, warmup=1)
+        conn.send(("ok", None))
+    except Exception as err:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+        return
+    while conn.recv() is not None:
+        conn.send(("ok", measure_latency(model, input_shape, threads, repeats, warmup=1)))
+
+
+def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Sequence[int], rounds: int,
+                   threads: int = 2, repeats: int = 5, settle_s: float = 0.2) -> dict[str, list[float]]:
+    """Median forward latency (ms) of every network in ``builders``, per round, each network in its own process.
+
+    Runtimes keep their own worker threads (PyTorch's OpenMP pool, OpenVINO's TBB pool), which spin for a while
+    after each call; timed in one process, one runtime's threads take CPU from the next runtime's forward. Here each
+    builder runs in its own spawned process, kept for all rounds (built and warmed up once: conversions and
+    compilations happen before any timing); in each round the processes time their network one after another, in
+    the order of ``builders``, the others idle, with ``settle_s`` seconds between them, so neighbouring rounds share
+    the machine's drift and no two runtimes overlap.
+
+    Args:
+        builders: label -> picklable zero-argument function returning the network to time (eval mode).
+        input_shape: (B, C, *S) of the random input.
+        rounds: timed rounds.
+        threads: CPU threads of every process.
+        repeats: forwards per process and round; the median is kept.
+        settle_s: idle seconds between two processes' timings.
+
+    Returns:
+        label -> ``rounds`` medians in ms.
+
+    Raises:
+        RuntimeError: a builder or a forward failed (the message names the label) or a process died.
+    """
+    ctx = mp.get_context("spawn")
+    servers: dict[str, tuple] = {}
+    try:
+        for label, build in builders.items():
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_latency_server, args=(build, tuple(input_shape), threads, repeats, child),
+                               daemon=True)
+            proc.start()
+            child.close()
+            servers[label] = (proc, parent)
+        for label in servers:
+            _reply(label, *servers[label])
+        times: dict[str, list[float]] = {label: [] for label in servers}
+        for _ in range(rounds):
+            for label, (proc, conn) in servers.items():
+                time.sleep(settle_s)
+                conn.send("time")
+                times[label].append(float(_reply(label, proc, conn)))
+        return times
+    finally:
+        for proc, conn in servers.values():
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _reply(label: str, proc, conn):
+    """The next reply of a latency server; raises ``RuntimeError`` naming ``label`` on an error or a dead process."""
+    while not conn.poll(2.0):
+        if not proc.is_alive():
+            raise RuntimeError(f"the process timing {label} exited with code {proc.exitcode} before replying")
+    status, value = conn.recv()
+    if status == "error":
+        raise RuntimeError(f"timing {label} failed: {value}")
+    return value
 
 
 def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 1) -> float:

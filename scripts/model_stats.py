@@ -39,6 +39,7 @@ from bundle.benchmark import (
     measure_peak_memory,
     measure_training_step,
     module_time_share,
+    paired_latency,
     profile_forward,
     reference_models,
 )
@@ -190,39 +191,45 @@ def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, tor
                     f"{lm_best_fp32 / eager:.2f}"]), flush=True)
 
 
+def _lmnet_path(runtime: str, precision: str, in_channels: int) -> torch.nn.Module:
+    """LM-Net deployed (weights of seed 0) as ``runtime`` / ``precision`` run it at 2 threads: a picklable builder
+    for ``paired_latency``'s processes."""
+    torch.manual_seed(0)
+    return _runner(to_channels_last(reparameterize_model(LMNet(in_channels=in_channels))), runtime, precision, 2)
+
+
 def _print_paired(args: argparse.Namespace) -> int:
     """LM-Net's deployed paths (eager, OpenVINO; fp32, bf16; with ``--compile`` torch.compile fp32 too) against MONAI
-    UNet (64..1024) eager fp32 at b1 t2:
-    in each of ``args.paired`` rounds, UNet and then every LM-Net path are timed back to back (``args.repeats``
-    forwards each), and each path's ratio to that round's UNet time is kept; the table gives the median ratio over
-    the rounds (a shared machine's drift moves both sides of a round alike) and its range."""
+    UNet (64..1024) eager fp32 at b1 t2, each in its own process (``bundle.benchmark.paired_latency``: one runtime's
+    worker threads never run beside another's forward): in each of ``args.paired`` rounds, UNet and then every LM-Net
+    path are timed one after another (``args.repeats`` forwards each), and each path's ratio to that round's UNet
+    time is kept; the table gives the median ratio over the rounds (a shared machine's drift moves both sides of a
+    round alike) and its range."""
+    from bundle.runtimes import check_runtime
+
     unet_name = REFERENCE_NETWORKS["unet"][0]
-    unet = reference_models(args.in_channels, 2)[unet_name]().eval()
-    lmnet = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
-    paths: dict[str, torch.nn.Module] = {}
-    for runtime in ("eager", "openvino"):
-        for precision in ("fp32", "bf16"):
+    builders = {unet_name: reference_models(args.in_channels, 2)[unet_name]}
+    runtimes = ["eager", "openvino"] + (["torch.compile"] if args.compile else [])
+    for runtime in runtimes:
+        for precision in ("fp32",) if runtime == "torch.compile" else ("fp32", "bf16"):
             try:
-                paths[f"{runtime} {precision}"] = _runner(lmnet, runtime, precision, threads=2)
+                check_runtime("openvino" if runtime == "openvino" else "torch", precision)
             except ImportError as err:
                 logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
-    if args.compile:  # compiled in its first (untimed) forward
-        paths["torch.compile fp32"] = _runner(lmnet, "torch.compile", "fp32", threads=2)
+                continue
+            builders[f"{runtime} {precision}"] = partial(_lmnet_path, runtime, precision, args.in_channels)
     shape = (1, args.in_channels, args.size, args.size)
-    unet_ms: list[float] = []
-    path_ms: dict[str, list[float]] = {path: [] for path in paths}
-    for _ in range(args.paired):
-        unet_ms.append(measure_latency(unet, shape, 2, args.repeats, warmup=1))
-        for path, runner in paths.items():
-            path_ms[path].append(measure_latency(runner, shape, 2, args.repeats, warmup=1))
+    times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats)
+    unet_ms = times.pop(unet_name)
     print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b1, 2 threads; torch "
-          f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, median of {args.repeats} "
-          "forwards each; fp32 paths exact to 1e-4, bf16 paths validated by scripts/runtime_agreement.py")
+          f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "
+          f"median of {args.repeats} forwards each; fp32 paths exact to 1e-4, bf16 paths validated by "
+          "scripts/runtime_agreement.py")
     print(_row(["LM-Net path", "ms (median of rounds)", "UNet eager fp32 ms", "median ratio", "ratio range"]))
     print(_row(["---"] * 5))
-    for path, times in path_ms.items():
-        ratios = [m / u for m, u in zip(times, unet_ms, strict=True)]
-        print(_row([path, f"{statistics.median(times):.1f}", f"{statistics.median(unet_ms):.1f}",
+    for path, path_ms in times.items():
+        ratios = [m / u for m, u in zip(path_ms, unet_ms, strict=True)]
+        print(_row([path, f"{statistics.median(path_ms):.1f}", f"{statistics.median(unet_ms):.1f}",
                     f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"]), flush=True)
     return 0
 

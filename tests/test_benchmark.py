@@ -97,3 +97,20 @@ def test_inference_compile_freezes_the_weights_and_computes_the_eager_output():
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-5)
         y = torch.randn(1, 2, 16, 16)
         torch.testing.assert_close(compiled(y), net(y), rtol=1e-4, atol=1e-5)
+
+
+def test_paired_latency_times_each_network_in_its_own_process_every_round():
+    from bundle.benchmark import paired_latency
+
+    times = paired_latency({"small": partial(nn.Conv2d, 1, 2, 3), "wide": partial(nn.Conv2d, 1, 8, 3)},
+                           (1, 1, 16, 16), rounds=3, threads=1, repeats=1, settle_s=0.0)
+    assert list(times) == ["small", "wide"]
+    assert all(len(v) == 3 and all(ms > 0 and math.isfinite(ms) for ms in v) for v in times.values())
+
+
+def test_paired_latency_names_the_network_that_cannot_run():
+    from bundle.benchmark import paired_latency
+
+    with pytest.raises(RuntimeError, match="timing three-channel failed: RuntimeError"):
+        paired_latency({"one-channel": partial(nn.Conv2d, 1, 2, 3), "three-channel": partial(nn.Conv2d, 3, 2, 3)},
+                       (1, 1, 16, 16), rounds=1, threads=1, repeats=1)
