@@ -26,6 +26,7 @@ __all__ = [
     "measure_latency",
     "measure_peak_memory",
     "measure_training_step",
+    "in_fresh_process",
     "paired_latency",
     "module_time_share",
     "profile_forward",
@@ -287,8 +288,10 @@ def _worker(measure: Callable, threads: int, args: tuple, queue) -> None:
         queue.put(("error", f"{type(err).__name__}: {err}"))
 
 
-def _in_fresh_process(measure: Callable, threads: int, *args):
-    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result.
+def in_fresh_process(measure: Callable, threads: int, *args):
+    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result. ``measure``
+    and ``args`` must be picklable (module-level functions, ``functools.partial``); errors name ``args[1]`` (the
+    input shape for this module's measures).
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
@@ -403,7 +406,7 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     ``builder`` must be picklable (a module-level function or ``functools.partial``). Raises ``RuntimeError`` as
     :func:`measure_training_step` does.
     """
-    return float(_in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
+    return float(in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
 
 
 def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 2,
@@ -415,7 +418,7 @@ def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequenc
     Raises:
         RuntimeError: the step failed in the worker, or the worker died (e.g. killed for memory).
     """
-    seconds, peak = _in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
+    seconds, peak = in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
     return float(seconds), float(peak)
 
 

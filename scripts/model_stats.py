@@ -35,6 +35,7 @@ from bundle.benchmark import (
     compile_for_inference,
     count_macs,
     count_parameters,
+    in_fresh_process,
     measure_latency,
     measure_peak_memory,
     measure_training_step,
@@ -114,77 +115,99 @@ def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) 
     return compile_for_inference(runner) if runtime == "torch.compile" else runner
 
 
+def _network(name: str, in_channels: int) -> torch.nn.Module:
+    """The network of a runtime-table row, in eval mode: LM-Net deployed (weights of seed 0) or a MONAI reference."""
+    torch.manual_seed(0)
+    if name == "LM-Net deployed":
+        return to_channels_last(reparameterize_model(LMNet(in_channels=in_channels))).eval()
+    return reference_models(in_channels, 2)[name]().eval()
+
+
+def _network_path(name: str, runtime: str, precision: str, in_channels: int, threads: int) -> torch.nn.Module:
+    """A picklable builder for ``paired_latency``'s processes: network ``name`` as ``runtime`` / ``precision``
+    run it."""
+    return _runner(_network(name, in_channels), runtime, precision, threads)
+
+
+def _sweep_cells(name: str, runtime: str, precision: str, in_channels: int, size: int,
+                 settings: list[tuple[int, int]], repeats: int) -> list[str]:
+    """One row of the runtime table, measured in this (fresh) process: ms per (batch, threads) setting, or "fails"
+    where the runtime cannot run the network."""
+    model = _network(name, in_channels)
+    runners: dict[int | None, torch.nn.Module] = {}  # one per thread count for OpenVINO (fixed at compile), else one
+    cells = []
+    for batch, threads in settings:
+        try:
+            key = threads if runtime == "openvino" else None
+            if key not in runners:
+                runners[key] = _runner(model, runtime, precision, threads)
+            ms = measure_latency(runners[key], (batch, in_channels, size, size), threads, repeats, warmup=2)
+        except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
+            logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
+            cells.append("fails")
+            continue
+        cells.append(f"{ms:.1f}")
+    return cells
+
+
 def _print_runtimes(args: argparse.Namespace) -> int:
     """One table: every network in every runtime and precision; then every path at b1 t2 re-timed in turn, the best
-    path of each network and LM-Net's ratios; and seconds per 256 x 256 x 40 volume through the predictor."""
+    path of each network and LM-Net's ratios; and seconds per 256 x 256 x 40 volume through the predictor. Every
+    row is measured in its own fresh process, and the re-timing gives every path its own process (one runtime's
+    worker threads never run beside another's forward)."""
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]
     ranked = settings[min(1, len(settings) - 1)]  # (batch, threads) the best paths are compared at
     runtimes = ["eager", "openvino"] if args.quick or args.no_compile else ["eager", "torch.compile", "openvino"]
     repeats = 3 if args.quick else args.repeats
-    builders = {"LM-Net deployed": lambda: to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))}
-    if not args.lmnet_only:
-        builders.update({k: v for k, v in reference_models(args.in_channels, 2).items() if k in RUNTIME_NETWORKS})
+    names = [RUNTIME_NETWORKS[0]] if args.lmnet_only else list(RUNTIME_NETWORKS)
     print(f"# {args.size} x {args.size}, torch {torch.__version__}, {platform.processor() or platform.machine()}; "
-          f"median ms of {repeats} forwards after warm-up; one run, so compare ratios")
+          f"median ms of {repeats} forwards after warm-up; each row in its own process; one run, so compare ratios")
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
-    # network -> "runtime precision" -> its runner at the ranked setting
-    ranked_runners: dict[str, dict[str, torch.nn.Module]] = {name: {} for name in builders}
-    for name, build in builders.items():
-        model = build().eval()
+    ranked_paths: dict[str, list[str]] = {name: [] for name in names}  # network -> paths that ran at `ranked`
+    for name in names:
         for runtime in runtimes:
             for precision in ("fp32", "bf16"):
-                cells = [name, runtime, precision]
-                runners: dict[int | None, torch.nn.Module] = {}  # one per thread count for OpenVINO, else one
-                for batch, threads in settings:
-                    try:
-                        key = threads if runtime == "openvino" else None  # (OpenVINO fixes its threads at compile)
-                        if key not in runners:
-                            runners[key] = _runner(model, runtime, precision, threads)
-                        ms = measure_latency(runners[key], (batch, args.in_channels, args.size, args.size), threads,
-                                             repeats, warmup=2)
-                    except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
-                        logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
-                        cells.append("fails")
-                        continue
-                    cells.append(f"{ms:.1f}")
-                    if (batch, threads) == ranked:
-                        ranked_runners[name][f"{runtime} {precision}"] = runners[key]
-                print(_row(cells), flush=True)
-    _print_best_paths(args, ranked_runners, ranked, repeats)
+                cells = in_fresh_process(_sweep_cells, 2, name, runtime, precision, args.in_channels, args.size,
+                                          settings, repeats)
+                if cells[settings.index(ranked)] != "fails":
+                    ranked_paths[name].append(f"{runtime} {precision}")
+                print(_row([name, runtime, precision, *cells]), flush=True)
+    _print_best_paths(args, ranked_paths, ranked, repeats)
     if not args.lmnet_only:
         _print_volume_seconds(args)
     return 0
 
 
-def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, torch.nn.Module]],
-                      ranked: tuple[int, int], repeats: int) -> None:
-    """Every path of every network at the ``ranked`` setting timed again, in turn (network by network, path by path,
-    ``rounds`` rounds), so that the machine's drift during the sweep does not pick the best paths; the best path and
-    the ratios use the median of each path's rounds."""
+def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ranked: tuple[int, int],
+                      repeats: int) -> None:
+    """Every path of every network (network -> "runtime precision" labels) at the ``ranked`` setting timed again,
+    each in its own process, one after another in each of ``rounds`` rounds (``bundle.benchmark.paired_latency``),
+    so that the machine's drift during the sweep does not pick the best paths; the best path and the ratios use the
+    median of each path's rounds."""
     lm_name = "LM-Net deployed"
     rounds = 1 if args.quick else 5
     batch, threads = ranked
-    timed: dict[tuple[str, str], list[float]] = {}
-    for _ in range(rounds):
-        for name, paths in runners.items():
-            for path in sorted(paths):
-                timed.setdefault((name, path), []).append(measure_latency(
-                    runners[name][path], (batch, args.in_channels, args.size, args.size), threads, repeats, warmup=1))
-    ms = {key: statistics.median(values) for key, values in timed.items()}
-    lm_paths = {path: ms[(lm_name, path)] for path in runners[lm_name]}
+    builders = {(name, path): partial(_network_path, name, *path.split(" "), args.in_channels, threads)
+                for name, labels in paths.items() for path in labels}
+    timed = paired_latency({f"{name} | {path}": build for (name, path), build in builders.items()},
+                           (batch, args.in_channels, args.size, args.size), rounds, threads, repeats)
+    ms = {key: statistics.median(timed[f"{key[0]} | {key[1]}"]) for key in builders}
+    lm_paths = {path: ms[(lm_name, path)] for path in paths[lm_name]}
     lm_best = min(lm_paths.values())
     lm_best_fp32 = min(v for path, v in lm_paths.items() if path.endswith("fp32"))
-    print(f"\n# best path per network at b{batch} t{threads}, re-timed in turn ({rounds} rounds of {repeats} forwards, "
-          f"median of the rounds); LM-Net's bf16 / OpenVINO paths: their agreement with fp32 is measured by "
-          f"scripts/runtime_agreement.py; fp32 paths are exact to 1e-4")
+    print(f"\n# best path per network at b{batch} t{threads}, re-timed in turn, each path in its own process ({rounds} "
+          f"rounds of {repeats} forwards, median of the rounds); LM-Net's bf16 / OpenVINO paths: their agreement "
+          "with fp32 is measured by scripts/runtime_agreement.py; fp32 paths are exact to 1e-4")
     print(_row(["network", "best path", "ms", "eager fp32 ms", "LM-Net best / this best",
                 "LM-Net best / this eager fp32", "LM-Net eager fp32 / this eager fp32",
                 "LM-Net best fp32 / this eager fp32"]))
     print(_row(["---"] * 8))
-    for name, paths in runners.items():
-        best = min(paths, key=lambda path: ms[(name, path)])
+    for name, labels in paths.items():
+        if not labels:
+            continue
+        best = min(labels, key=lambda path: ms[(name, path)])
         eager = ms.get((name, "eager fp32"), float("nan"))
         print(_row([name, best, f"{ms[(name, best)]:.1f}", f"{eager:.1f}", f"{lm_best / ms[(name, best)]:.2f}",
                     f"{lm_best / eager:.2f}", f"{lm_paths.get('eager fp32', float('nan')) / eager:.2f}",
@@ -194,8 +217,7 @@ def _print_best_paths(args: argparse.Namespace, runners: dict[str, dict[str, tor
 def _lmnet_path(runtime: str, precision: str, in_channels: int) -> torch.nn.Module:
     """LM-Net deployed (weights of seed 0) as ``runtime`` / ``precision`` run it at 2 threads: a picklable builder
     for ``paired_latency``'s processes."""
-    torch.manual_seed(0)
-    return _runner(to_channels_last(reparameterize_model(LMNet(in_channels=in_channels))), runtime, precision, 2)
+    return _network_path("LM-Net deployed", runtime, precision, in_channels, 2)
 
 
 def _print_paired(args: argparse.Namespace) -> int:
