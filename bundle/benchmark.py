@@ -26,7 +26,6 @@ __all__ = [
     "measure_latency",
     "measure_peak_memory",
     "measure_training_step",
-    "in_fresh_process",
     "paired_latency",
     "module_time_share",
     "profile_forward",
@@ -288,10 +287,8 @@ def _worker(measure: Callable, threads: int, args: tuple, queue) -> None:
         queue.put(("error", f"{type(err).__name__}: {err}"))
 
 
-def in_fresh_process(measure: Callable, threads: int, *args):
-    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result. ``measure``
-    and ``args`` must be picklable (module-level functions, ``functools.partial``); errors name ``args[1]`` (the
-    input shape for this module's measures).
+def _in_fresh_process(measure: Callable, threads: int, *args):
+    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result.
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
@@ -406,7 +403,7 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     ``builder`` must be picklable (a module-level function or ``functools.partial``). Raises ``RuntimeError`` as
     :func:`measure_training_step` does.
     """
-    return float(in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
+    return float(_in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
 
 
 def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 2,
@@ -418,7 +415,7 @@ def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequenc
     Raises:
         RuntimeError: the step failed in the worker, or the worker died (e.g. killed for memory).
     """
-    seconds, peak = in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
+    seconds, peak = _in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
     return float(seconds), float(peak)
 
 
