@@ -21,7 +21,6 @@ __all__ = [
     "MAC_COUNTER",
     "count_parameters",
     "count_macs",
-    "INFERENCE_COMPILE_OPTIONS",
     "compile_for_inference",
     "measure_latency",
     "measure_peak_memory",
@@ -86,18 +85,14 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     return counter.get_total_flops() // 2 + extra[0]
 
 
-# Inductor settings for a network that only runs inference: its weights are frozen into the compiled graph as constants
-# (convolution and linear weights pre-packed for oneDNN, element-wise operations fused into the convolutions before
-# them) and a C++ wrapper, not Python, calls the kernels
-INFERENCE_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}
-
-
 def compile_for_inference(model: nn.Module) -> nn.Module:
-    """``torch.compile(model)`` with :data:`INFERENCE_COMPILE_OPTIONS`. Compiling happens at the first call for each
-    input shape (minutes for LM-Net on 2 cores); run it under ``torch.inference_mode()`` and do not change ``model``'s
-    weights afterwards (the compiled graph may hold pre-packed copies of them). The output equals the eager model's up
-    to fp32 rounding."""
-    return torch.compile(model, options=dict(INFERENCE_COMPILE_OPTIONS))
+    """``torch.compile(model)`` for a network that only runs inference: Inductor's ``freezing`` (the weights become
+    constants of the compiled graph: convolution and linear weights pre-packed for oneDNN, element-wise operations
+    fused into the convolutions before them) and ``cpp_wrapper`` (C++, not Python, calls the kernels). Compiling
+    happens at the first call for each input shape (minutes for LM-Net on 2 cores); run it under
+    ``torch.inference_mode()`` and do not change ``model``'s weights afterwards (the compiled graph may hold
+    pre-packed copies of them). The output equals the eager model's up to fp32 rounding."""
+    return torch.compile(model, options={"freezing": True, "cpp_wrapper": True})
 
 
 def _sync(device: torch.device) -> None:

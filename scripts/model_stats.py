@@ -118,7 +118,7 @@ def _network(name: str, in_channels: int) -> torch.nn.Module:
     """The network of a runtime-table row, in eval mode: LM-Net deployed (weights of seed 0) or a MONAI reference."""
     torch.manual_seed(0)
     if name == "LM-Net deployed":
-        return to_channels_last(reparameterize_model(LMNet(in_channels=in_channels))).eval()
+        return _deployed_lmnet(in_channels=in_channels).eval()
     return reference_models(in_channels, 2)[name]().eval()
 
 
@@ -180,11 +180,10 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
     lm_name = "LM-Net deployed"
     rounds = 1 if args.quick else 5
     batch, threads = ranked
-    builders = {(name, path): partial(_network_path, name, *path.split(" "), args.in_channels, threads)
+    builders = {f"{name} | {path}": partial(_network_path, name, *path.split(" "), args.in_channels, threads)
                 for name, labels in paths.items() for path in labels}
-    timed = paired_latency({f"{name} | {path}": build for (name, path), build in builders.items()},
-                           (batch, args.in_channels, args.size, args.size), rounds, threads, repeats)
-    ms = {key: statistics.median(timed[f"{key[0]} | {key[1]}"]) for key in builders}
+    timed = paired_latency(builders, (batch, args.in_channels, args.size, args.size), rounds, threads, repeats)
+    ms = {tuple(label.split(" | ")): statistics.median(values) for label, values in timed.items()}
     lm_paths = {path: ms[(lm_name, path)] for path in paths[lm_name]}
     lm_best = min(lm_paths.values())
     lm_best_fp32 = min(v for path, v in lm_paths.items() if path.endswith("fp32"))
@@ -203,12 +202,6 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
         print(_row([name, best, f"{ms[(name, best)]:.1f}", f"{eager:.1f}", f"{lm_best / ms[(name, best)]:.2f}",
                     f"{lm_best / eager:.2f}", f"{lm_paths.get('eager fp32', float('nan')) / eager:.2f}",
                     f"{lm_best_fp32 / eager:.2f}"]), flush=True)
-
-
-def _lmnet_path(runtime: str, precision: str, in_channels: int) -> torch.nn.Module:
-    """LM-Net deployed (weights of seed 0) as ``runtime`` / ``precision`` run it at 2 threads: a picklable builder
-    for ``paired_latency``'s processes."""
-    return _network_path("LM-Net deployed", runtime, precision, in_channels, 2)
 
 
 def _print_paired(args: argparse.Namespace) -> int:
@@ -230,7 +223,8 @@ def _print_paired(args: argparse.Namespace) -> int:
             except ImportError as err:
                 logging.getLogger(__name__).warning("%s %s left out: %s", runtime, precision, err)
                 continue
-            builders[f"{runtime} {precision}"] = partial(_lmnet_path, runtime, precision, args.in_channels)
+            builders[f"{runtime} {precision}"] = partial(_network_path, "LM-Net deployed", runtime, precision,
+                                                         args.in_channels, 2)
     shape = (1, args.in_channels, args.size, args.size)
     times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats)
     unet_ms = times.pop(unet_name)

@@ -77,7 +77,7 @@ def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
         assert (ms + 0.05) / (unet_ms - 0.05) >= low - 0.005 and (ms - 0.05) / (unet_ms + 0.05) <= high + 0.005, name
 
 
-def test_inference_compile_freezes_the_weights_and_computes_the_eager_output():
+def test_inference_compile_computes_the_eager_output():
     """`compile_for_inference` (model_stats' torch.compile rows): a small conv net with batch norm and GELU compiled
     with frozen weights and the C++ wrapper gives the eager output, for a second input too."""
     import shutil
