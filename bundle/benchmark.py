@@ -25,6 +25,7 @@ __all__ = [
     "measure_latency",
     "measure_peak_memory",
     "measure_training_step",
+    "in_fresh_process",
     "paired_latency",
     "module_time_share",
     "profile_forward",
@@ -282,8 +283,10 @@ def _worker(measure: Callable, threads: int, args: tuple, queue) -> None:
         queue.put(("error", f"{type(err).__name__}: {err}"))
 
 
-def _in_fresh_process(measure: Callable, threads: int, *args):
-    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result.
+def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the measurement"):
+    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result. ``measure``
+    and ``args`` must be picklable (module-level functions, ``functools.partial``); ``label`` names what is measured
+    in errors.
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
@@ -299,12 +302,12 @@ def _in_fresh_process(measure: Callable, threads: int, *args):
                 break
             except Empty:  # still running, unless the worker is gone
                 if not proc.is_alive():
-                    raise RuntimeError(f"the measuring process exited with code {proc.exitcode} before reporting "
-                                       f"(killed for memory?) on input {args[1]}") from None
+                    raise RuntimeError(f"the process measuring {label} exited with code {proc.exitcode} before "
+                                       "reporting (killed for memory?)") from None
     finally:
         proc.join()
     if status == "error":
-        raise RuntimeError(f"measuring on input {args[1]} failed: {result}")
+        raise RuntimeError(f"measuring {label} failed: {result}")
     return result
 
 
@@ -398,7 +401,8 @@ def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[
     ``builder`` must be picklable (a module-level function or ``functools.partial``). Raises ``RuntimeError`` as
     :func:`measure_training_step` does.
     """
-    return float(_in_fresh_process(_forward_peak, threads, builder, tuple(input_shape)))
+    return float(in_fresh_process(_forward_peak, threads, builder, tuple(input_shape),
+                                  label=f"a forward's peak memory on input {tuple(input_shape)}"))
 
 
 def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 2,
@@ -410,7 +414,8 @@ def measure_training_step(builder: Callable[[], nn.Module], input_shape: Sequenc
     Raises:
         RuntimeError: the step failed in the worker, or the worker died (e.g. killed for memory).
     """
-    seconds, peak = _in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps)
+    seconds, peak = in_fresh_process(_training_steps, threads, builder, tuple(input_shape), steps,
+                                     label=f"a training step on input {tuple(input_shape)}")
     return float(seconds), float(peak)
 
 

@@ -35,6 +35,7 @@ from bundle.benchmark import (
     compile_for_inference,
     count_macs,
     count_parameters,
+    in_fresh_process,
     measure_latency,
     measure_peak_memory,
     measure_training_step,
@@ -128,43 +129,51 @@ def _network_path(name: str, runtime: str, precision: str, in_channels: int, thr
     return _runner(_network(name, in_channels), runtime, precision, threads)
 
 
+def _sweep_cells(name: str, runtime: str, precision: str, in_channels: int, size: int,
+                 settings: list[tuple[int, int]], repeats: int) -> list[str]:
+    """One row of the runtime table, measured in this (fresh) process: ms per (batch, threads) setting, or "fails"
+    where the runtime cannot run the network."""
+    model = _network(name, in_channels)
+    runners: dict[int | None, torch.nn.Module] = {}  # one per thread count for OpenVINO (fixed at compile), else one
+    cells = []
+    for batch, threads in settings:
+        try:
+            key = threads if runtime == "openvino" else None
+            if key not in runners:
+                runners[key] = _runner(model, runtime, precision, threads)
+            ms = measure_latency(runners[key], (batch, in_channels, size, size), threads, repeats, warmup=2)
+        except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
+            logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
+            cells.append("fails")
+            continue
+        cells.append(f"{ms:.1f}")
+    return cells
+
+
 def _print_runtimes(args: argparse.Namespace) -> int:
-    """One table: every network in every runtime and precision, timed in this process (so one runtime's worker
-    threads may still be busy during the next row: read ratios from the re-timing); then every path at b1 t2
-    re-timed with each path in its own process, the best path of each network and LM-Net's ratios; and seconds per
-    256 x 256 x 40 volume through the predictor."""
+    """One table: every network in every runtime and precision; then every path at b1 t2 re-timed in turn, the best
+    path of each network and LM-Net's ratios; and seconds per 256 x 256 x 40 volume through the predictor. Every
+    row is measured in its own fresh process, and the re-timing gives every path its own process (one runtime's
+    worker threads never run beside another's forward)."""
     settings = [(1, 2)] if args.quick else [(1, 1), (1, 2), (8, 1), (8, 2)]
     ranked = settings[min(1, len(settings) - 1)]  # (batch, threads) the best paths are compared at
     runtimes = ["eager", "openvino"] if args.quick or args.no_compile else ["eager", "torch.compile", "openvino"]
     repeats = 3 if args.quick else args.repeats
     names = [RUNTIME_NETWORKS[0]] if args.lmnet_only else list(RUNTIME_NETWORKS)
     print(f"# {args.size} x {args.size}, torch {torch.__version__}, {platform.processor() or platform.machine()}; "
-          f"median ms of {repeats} forwards after warm-up; one run, so compare ratios")
+          f"median ms of {repeats} forwards after warm-up; each row in its own process; one run, so compare ratios")
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
     ranked_paths: dict[str, list[str]] = {name: [] for name in names}  # network -> paths that ran at `ranked`
     for name in names:
-        model = _network(name, args.in_channels)
         for runtime in runtimes:
             for precision in ("fp32", "bf16"):
-                cells = [name, runtime, precision]
-                runners: dict[int | None, torch.nn.Module] = {}  # one per thread count for OpenVINO, else one
-                for batch, threads in settings:
-                    try:
-                        key = threads if runtime == "openvino" else None  # (OpenVINO fixes its threads at compile)
-                        if key not in runners:
-                            runners[key] = _runner(model, runtime, precision, threads)
-                        ms = measure_latency(runners[key], (batch, args.in_channels, args.size, args.size), threads,
-                                             repeats, warmup=2)
-                    except Exception as err:  # noqa: BLE001 - a runtime that cannot run a network is a table cell
-                        logging.getLogger(__name__).warning("%s %s %s: %s", name, runtime, precision, err)
-                        cells.append("fails")
-                        continue
-                    cells.append(f"{ms:.1f}")
-                    if (batch, threads) == ranked:
-                        ranked_paths[name].append(f"{runtime} {precision}")
-                print(_row(cells), flush=True)
+                cells = in_fresh_process(_sweep_cells, 2, name, runtime, precision, args.in_channels, args.size,
+                                         settings, repeats, label=f"{name} {runtime} {precision}")
+                if cells[settings.index(ranked)] != "fails":
+                    ranked_paths[name].append(f"{runtime} {precision}")
+                print(_row([name, runtime, precision, *cells]), flush=True)
     _print_best_paths(args, ranked_paths, ranked, repeats)
     if not args.lmnet_only:
         _print_volume_seconds(args)
