@@ -288,12 +288,17 @@ def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the m
     and ``args`` must be picklable (module-level functions, ``functools.partial``); ``label`` names what is measured
     in errors.
 
+    The process is a daemon, so it cannot start processes of its own: ``openvino.convert_model`` sends telemetry
+    events, each from a new process, and in a spawned process each of them re-imports the program, which takes the
+    CPU from the forward being timed for seconds (OpenVINO at batch 1 measured several times slower); a daemon's
+    telemetry fails quietly instead (:func:`paired_latency`'s processes are daemons too).
+
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(measure, threads, args, queue))
+    proc = ctx.Process(target=_worker, args=(measure, threads, args, queue), daemon=True)
     proc.start()
     try:
         while True:

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch.nn as nn
 
-from bundle.benchmark import measure_peak_memory, measure_training_step, profile_forward
+from bundle.benchmark import in_fresh_process, measure_peak_memory, measure_training_step, profile_forward
 
 
 def test_training_step_trains_in_a_fresh_process():
@@ -22,6 +22,17 @@ def test_training_step_reports_a_network_that_cannot_run_its_input():
     # a 2D convolution cannot take a 5D batch: the worker's error must surface, not hang or return a number
     with pytest.raises(RuntimeError, match="failed"):
         measure_training_step(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 8, 8, 8), threads=1)
+
+
+def _is_daemon() -> bool:
+    import multiprocessing
+
+    return multiprocessing.current_process().daemon
+
+
+def test_fresh_process_cannot_start_processes_of_its_own():
+    # a daemon: a library's helper processes (OpenVINO's telemetry) cannot run beside the timed forward
+    assert in_fresh_process(_is_daemon, 1) is True
 
 
 def test_profile_names_every_child_module_with_a_share_of_the_pass():
