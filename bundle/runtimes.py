@@ -153,7 +153,8 @@ class OpenVINONetwork(nn.Module):
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             logger.info("OpenVINO model from the cache: %s", xml)
             return self._core.read_model(xml)
-        logger.info("converting the network to OpenVINO for input %s (cached as %s)", shape, xml)
+        logger.info("converting the network to OpenVINO for input %s (cached as %s; OpenVINO's converter sends usage "
+                    "telemetry to Intel unless this account has opted out with `opt_in_out --opt_out`)", shape, xml)
         model = ov.convert_model(self.network, example_input=example, input=[partial])
         with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".converting") as tmp:
             ov.save_model(model, Path(tmp) / xml.name, compress_to_fp16=False)
