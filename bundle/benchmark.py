@@ -11,7 +11,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from queue import Empty
 
 import torch
 import torch.nn as nn
@@ -275,45 +274,56 @@ def _training_steps(builder: Callable[[], nn.Module], input_shape: tuple[int, ..
     return statistics.median(seconds[1:]), _peak_rise_mib(before)
 
 
-def _worker(measure: Callable, threads: int, args: tuple, queue) -> None:
+def _spawn_daemon(target: Callable, args: tuple) -> tuple:
+    """Start ``target(*args, conn)`` in a fresh (spawned) daemon process; returns (process, the parent's end of the
+    pipe ``conn``).
+
+    A daemon cannot start processes of its own: ``openvino.convert_model`` sends telemetry events, each from a new
+    process, and in a spawned process each of them re-imports the program and takes the CPU from the forward being
+    timed for seconds (OpenVINO at batch 1 measured several times slower); a daemon's telemetry fails quietly.
+    """
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(*args, child), daemon=True)
+    proc.start()
+    child.close()
+    return proc, parent
+
+
+def _reply(label: str, proc, conn):
+    """The next reply (``("ok", value)`` or ``("error", message)``) of a measuring process; raises ``RuntimeError``
+    naming ``label`` on an error or a dead process."""
+    while not conn.poll(2.0):
+        if not proc.is_alive():
+            raise RuntimeError(f"the process measuring {label} exited with code {proc.exitcode} before replying "
+                               "(killed for memory?)")
+    status, value = conn.recv()
+    if status == "error":
+        raise RuntimeError(f"measuring {label} failed: {value}")
+    return value
+
+
+def _worker(measure: Callable, threads: int, args: tuple, conn) -> None:
     try:
         torch.set_num_threads(threads)
-        queue.put(("ok", measure(*args)))
+        conn.send(("ok", measure(*args)))
     except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
-        queue.put(("error", f"{type(err).__name__}: {err}"))
+        conn.send(("error", f"{type(err).__name__}: {err}"))
 
 
 def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the measurement"):
-    """``measure(*args)`` in a fresh (spawned) process with ``threads`` CPU threads; returns its result. ``measure``
-    and ``args`` must be picklable (module-level functions, ``functools.partial``); ``label`` names what is measured
-    in errors.
-
-    The process is a daemon, so it cannot start processes of its own: ``openvino.convert_model`` sends telemetry
-    events, each from a new process, and in a spawned process each of them re-imports the program, which takes the
-    CPU from the forward being timed for seconds (OpenVINO at batch 1 measured several times slower); a daemon's
-    telemetry fails quietly instead (:func:`paired_latency`'s processes are daemons too).
+    """``measure(*args)`` in a fresh (spawned) daemon process (see :func:`_spawn_daemon`) with ``threads`` CPU threads;
+    returns its result. ``measure`` and ``args`` must be picklable (module-level functions, ``functools.partial``);
+    ``label`` names what is measured in errors.
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(measure, threads, args, queue), daemon=True)
-    proc.start()
+    proc, conn = _spawn_daemon(_worker, (measure, threads, args))
     try:
-        while True:
-            try:
-                status, result = queue.get(timeout=2.0)
-                break
-            except Empty:  # still running, unless the worker is gone
-                if not proc.is_alive():
-                    raise RuntimeError(f"the process measuring {label} exited with code {proc.exitcode} before "
-                                       "reporting (killed for memory?)") from None
+        return _reply(label, proc, conn)
     finally:
         proc.join()
-    if status == "error":
-        raise RuntimeError(f"measuring {label} failed: {result}")
-    return result
 
 
 def _latency_server(build: Callable[[], nn.Module], input_shape: tuple[int, ...], threads: int, repeats: int,
@@ -338,10 +348,10 @@ def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Se
 
     Runtimes keep their own worker threads (PyTorch's OpenMP pool, OpenVINO's TBB pool), which spin for a while
     after each call; timed in one process, one runtime's threads take CPU from the next runtime's forward. Here each
-    builder runs in its own spawned process, kept for all rounds (built and warmed up once: conversions and
-    compilations happen before any timing); in each round the processes time their network one after another, in
-    the order of ``builders``, the others idle, with ``settle_s`` seconds between them, so neighbouring rounds share
-    the machine's drift and no two runtimes overlap.
+    builder runs in its own spawned daemon process (:func:`_spawn_daemon`), kept for all rounds (built and warmed up
+    once: conversions and compilations happen before any timing); in each round the processes time their network one
+    after another, in the order of ``builders``, the others idle, with ``settle_s`` seconds between them, so
+    neighbouring rounds share the machine's drift and no two runtimes overlap.
 
     Args:
         builders: label -> picklable zero-argument function returning the network to time (eval mode).
@@ -357,16 +367,10 @@ def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Se
     Raises:
         RuntimeError: a builder or a forward failed (the message names the label) or a process died.
     """
-    ctx = mp.get_context("spawn")
     servers: dict[str, tuple] = {}
     try:
         for label, build in builders.items():
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_latency_server, args=(build, tuple(input_shape), threads, repeats, child),
-                               daemon=True)
-            proc.start()
-            child.close()
-            servers[label] = (proc, parent)
+            servers[label] = _spawn_daemon(_latency_server, (build, tuple(input_shape), threads, repeats))
         for label in servers:
             _reply(label, *servers[label])
         times: dict[str, list[float]] = {label: [] for label in servers}
@@ -385,17 +389,6 @@ def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Se
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.kill()
-
-
-def _reply(label: str, proc, conn):
-    """The next reply of a latency server; raises ``RuntimeError`` naming ``label`` on an error or a dead process."""
-    while not conn.poll(2.0):
-        if not proc.is_alive():
-            raise RuntimeError(f"the process timing {label} exited with code {proc.exitcode} before replying")
-    status, value = conn.recv()
-    if status == "error":
-        raise RuntimeError(f"timing {label} failed: {value}")
-    return value
 
 
 def measure_peak_memory(builder: Callable[[], nn.Module], input_shape: Sequence[int], threads: int = 1) -> float:

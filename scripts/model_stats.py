@@ -192,8 +192,10 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
     builders = {f"{name} | {path}": partial(_network_path, name, *path.split(" "), args.in_channels, threads)
                 for name, labels in paths.items() for path in labels}
     timed = paired_latency(builders, (batch, args.in_channels, args.size, args.size), rounds, threads, repeats)
-    ms = {tuple(label.split(" | ")): statistics.median(values) for label, values in timed.items()}
-    lm_paths = {path: ms[(lm_name, path)] for path in paths[lm_name]}
+    # network -> path -> median ms of the rounds
+    ms = {name: {path: statistics.median(timed[f"{name} | {path}"]) for path in labels}
+          for name, labels in paths.items()}
+    lm_paths = ms[lm_name]
     lm_best = min(lm_paths.values())
     lm_best_fp32 = min(v for path, v in lm_paths.items() if path.endswith("fp32"))
     print(f"\n# best path per network at b{batch} t{threads}, re-timed in turn, each path in its own process ({rounds} "
@@ -206,9 +208,9 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
     for name, labels in paths.items():
         if not labels:
             continue
-        best = min(labels, key=lambda path: ms[(name, path)])
-        eager = ms.get((name, "eager fp32"), float("nan"))
-        print(_row([name, best, f"{ms[(name, best)]:.1f}", f"{eager:.1f}", f"{lm_best / ms[(name, best)]:.2f}",
+        best = min(labels, key=ms[name].__getitem__)
+        eager = ms[name].get("eager fp32", float("nan"))
+        print(_row([name, best, f"{ms[name][best]:.1f}", f"{eager:.1f}", f"{lm_best / ms[name][best]:.2f}",
                     f"{lm_best / eager:.2f}", f"{lm_paths.get('eager fp32', float('nan')) / eager:.2f}",
                     f"{lm_best_fp32 / eager:.2f}"]), flush=True)
 
