@@ -204,9 +204,11 @@ def batch_bucket(batch: int) -> int:
 def runtime_network(network: nn.Module, runtime: str = "torch", precision: str = "fp32",
                     weights: str | os.PathLike | None = None, device: torch.device | None = None,
                     threads: int | None = None) -> nn.Module:
-    """``network`` (deployed, eval mode) as ``runtime`` / ``precision`` run it: itself for torch fp32, under CPU
-    bfloat16 autocast for torch bf16, an :class:`OpenVINONetwork` for openvino (with ``weights`` naming its cache and
-    ``threads`` its CPU threads).
+    """``network`` (deployed, eval mode) as ``runtime`` / ``precision`` run it: for torch fp32 itself on CUDA and, on
+    the CPU, a 2D LM-Net on oneDNN kernels with pre-packed weights and fused activations (the same function,
+    :func:`bundle.networks.onednn.fuse_for_cpu`; other networks, 3D ones and PyTorch builds without oneDNN: itself);
+    under CPU bfloat16 autocast for torch bf16; an :class:`OpenVINONetwork` for openvino (with ``weights`` naming its
+    cache and ``threads`` its CPU threads).
 
     Raises:
         ValueError: an unknown runtime or precision, or openvino / bf16 asked for on a CUDA device (use ``amp``).
@@ -218,12 +220,26 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
         raise ValueError(f"runtime {runtime!r} / precision {precision!r} are CPU settings; on CUDA use runtime "
                          "'torch', precision 'fp32' and the amp setting for fp16.")
     if (runtime, precision) == ("torch", "fp32"):
-        return network
+        return network if on_cuda else _cpu_fp32_network(network)
     logger.info("inference runtime %s, precision %s", runtime, precision)
     if runtime == "openvino":
         return OpenVINONetwork(network, precision, weights, threads)
     warn_unless_native_bf16("inference precision bf16")
     return _TorchBF16(network)
+
+
+def _cpu_fp32_network(network: nn.Module) -> nn.Module:
+    """The deployed 2D LM-Net on pre-packed, fused oneDNN kernels when it is one and oneDNN is there, else
+    ``network``."""
+    from .networks import LMNet
+    from .networks.onednn import fuse_for_cpu, onednn_available
+
+    if not isinstance(network, LMNet) or network.spatial_dims != 2 or not onednn_available():
+        return network
+    if any(p.device.type != "cpu" for p in network.parameters()):
+        return network
+    logger.info("inference on oneDNN kernels with pre-packed weights and fused activations (fp32)")
+    return fuse_for_cpu(network)
 
 
 class RuntimeHandler:

@@ -5,6 +5,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --quick         # batch 1, 2 threads, fewer runs (about a minute)
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
     python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
+    python -m scripts.model_stats --profile --plain   # the same for the plain eager modules (before oneDNN)
     python -m scripts.model_stats --ablations     # parameters and MACs of the paper's ablation switches
     python -m scripts.model_stats --volumes       # 3D: LM-Net 3D beside MONAI's 3D UNet, SegResNet, SwinUNETR
     python -m scripts.model_stats --runtimes      # every network x runtime (eager, torch.compile, OpenVINO) x
@@ -85,10 +86,19 @@ def _print_ablations(args: argparse.Namespace) -> int:
 
 
 def _print_profile(args: argparse.Namespace) -> int:
+    """Operators and modules of LM-Net's deployed forward as the torch fp32 runtime runs it on the CPU (oneDNN
+    kernels with pre-packed weights, ``bundle.networks.onednn``), or with ``--plain`` of the deployed network's own
+    modules (the form before that)."""
+    from bundle.runtimes import runtime_network
+
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
+    form = "the deployed network's own modules (plain eager)"
+    if not args.plain:
+        model = runtime_network(model, "torch", "fp32")
+        form = "as the torch fp32 runtime runs it (oneDNN, pre-packed weights, fused activations)"
     shape = (1, args.in_channels, args.size, args.size)
     operators, modules = profile_forward(model, shape, threads=2, repeats=args.repeats)
-    print(f"# LM-Net deployed forward, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
+    print(f"# LM-Net deployed forward, {form}, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
           f"torch {torch.__version__}")
     print(_row(["operator", "share of CPU time (%)", "calls per forward"]))
     print(_row(["---"] * 3))
@@ -108,11 +118,19 @@ RUNTIME_NETWORKS = ("LM-Net deployed", "MONAI UNet (64..1024, 2 res units)", "MO
 
 
 def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) -> torch.nn.Module:
-    """``model`` as the inference config's runtime / precision run it, compiled for "torch.compile"."""
+    """``model`` as the inference config's runtime / precision run it, compiled for "torch.compile"; "eager-plain"
+    is the network's own modules in fp32 (for LM-Net: the form before the oneDNN kernels the torch runtime uses),
+    "eager-packed" a MONAI network with the same pre-packed oneDNN convolutions (``pack_for_cpu``)."""
+    from bundle.networks.onednn import pack_for_cpu
     from bundle.runtimes import runtime_network
 
-    runner = runtime_network(model, "openvino" if runtime == "openvino" else "torch", precision, threads=threads)
-    return compile_for_inference(runner) if runtime == "torch.compile" else runner
+    if runtime in ("eager-plain", "eager-packed"):
+        if precision != "fp32":
+            raise ValueError(f"{runtime} is an fp32 path.")
+        return model if runtime == "eager-plain" else pack_for_cpu(model)
+    if runtime == "torch.compile":  # Inductor packs and fuses itself: it compiles the network's own modules
+        return compile_for_inference(model if precision == "fp32" else runtime_network(model, "torch", precision))
+    return runtime_network(model, "openvino" if runtime == "openvino" else "torch", precision, threads=threads)
 
 
 def _network(name: str, in_channels: int) -> torch.nn.Module:
@@ -167,13 +185,15 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     print(_row(["---"] * len(header)))
     ranked_paths: dict[str, list[str]] = {name: [] for name in names}  # network -> paths that ran at `ranked`
     for name in names:
-        for runtime in runtimes:
-            for precision in ("fp32", "bf16"):
-                cells = in_fresh_process(_sweep_cells, 2, name, runtime, precision, args.in_channels, args.size,
-                                         settings, repeats, label=f"{name} {runtime} {precision}")
-                if cells[settings.index(ranked)] != "fails":
-                    ranked_paths[name].append(f"{runtime} {precision}")
-                print(_row([name, runtime, precision, *cells]), flush=True)
+        # LM-Net's plain eager row: its deployed modules before the oneDNN kernels (the "before" of issue 16)
+        paths = [("eager-plain", "fp32")] if name == RUNTIME_NETWORKS[0] else []
+        paths += [(runtime, precision) for runtime in runtimes for precision in ("fp32", "bf16")]
+        for runtime, precision in paths:
+            cells = in_fresh_process(_sweep_cells, 2, name, runtime, precision, args.in_channels, args.size,
+                                     settings, repeats, label=f"{name} {runtime} {precision}")
+            if cells[settings.index(ranked)] != "fails":
+                ranked_paths[name].append(f"{runtime} {precision}")
+            print(_row([name, runtime, precision, *cells]), flush=True)
     _print_best_paths(args, ranked_paths, ranked, repeats)
     if not args.lmnet_only:
         _print_volume_seconds(args)
@@ -213,6 +233,9 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
         print(_row([name, best, f"{ms[name][best]:.1f}", f"{eager:.1f}", f"{lm_best / ms[name][best]:.2f}",
                     f"{lm_best / eager:.2f}", f"{lm_paths.get('eager fp32', float('nan')) / eager:.2f}",
                     f"{lm_best_fp32 / eager:.2f}"]), flush=True)
+    if "eager-plain fp32" in lm_paths and "eager fp32" in lm_paths:
+        print(f"# LM-Net eager fp32 (oneDNN kernels, pre-packed weights) / its plain eager fp32 modules: "
+              f"{lm_paths['eager fp32'] / lm_paths['eager-plain fp32']:.2f}")
 
 
 def _print_paired(args: argparse.Namespace) -> int:
@@ -221,11 +244,17 @@ def _print_paired(args: argparse.Namespace) -> int:
     worker threads never run beside another's forward): in each of ``args.paired`` rounds, UNet and then every LM-Net
     path are timed one after another (``args.repeats`` forwards each), and each path's ratio to that round's UNet
     time is kept; the table gives the median ratio over the rounds (a shared machine's drift moves both sides of a
-    round alike) and its range."""
+    round alike) and its range. Two context rows come first: LM-Net's plain eager modules (the form before the
+    oneDNN kernels of the torch runtime) and UNet given the same pre-packed oneDNN convolutions (``pack_for_cpu``)."""
     from bundle.runtimes import check_runtime
 
     unet_name = REFERENCE_NETWORKS["unet"][0]
     builders = {unet_name: reference_models(args.in_channels, 2)[unet_name]}
+    # context rows: LM-Net's plain eager modules (before the oneDNN kernels) and UNet given the same weight packing
+    builders["eager-plain fp32"] = partial(_network_path, "LM-Net deployed", "eager-plain", "fp32",
+                                           args.in_channels, 2)
+    builders[f"({unet_name}, eager-packed fp32)"] = partial(_network_path, unet_name, "eager-packed", "fp32",
+                                                            args.in_channels, 2)
     runtimes = ["eager", "openvino"] + (["torch.compile"] if args.compile else [])
     for runtime in runtimes:
         for precision in ("fp32",) if runtime == "torch.compile" else ("fp32", "bf16"):
@@ -369,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only LM-Net's paths / MONAI UNet eager fp32 at b1 t2, timed back to back per round")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
+    parser.add_argument("--plain", action="store_true",
+                        help="with --profile: the deployed network's own modules, not the torch runtime's oneDNN form")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)

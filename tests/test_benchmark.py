@@ -66,13 +66,15 @@ def test_runtime_table_ranks_lmnet_paths_and_reports_its_ratios(capsys):
     lines = capsys.readouterr().out.splitlines()
     sweep = [line for line in lines if line.startswith("| LM-Net deployed | ") and line.count("|") == 5]
     assert [tuple(line.split(" | ")[1:3]) for line in sweep] == [
-        ("eager", "fp32"), ("eager", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+        ("eager-plain", "fp32"), ("eager", "fp32"), ("eager", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
     best = [line for line in lines if line.startswith("| LM-Net deployed | ") and line.count("|") == 9]
     assert len(best) == 1
     cells = [cell.strip() for cell in best[0].strip("|").split("|")]
     assert cells[1] in {f"{r} {p}" for r in ("eager", "openvino") for p in ("fp32", "bf16")}
     assert cells[4] == "1.00"  # LM-Net best / this best
     assert float(cells[2]) <= float(cells[3])  # the best path is no slower than eager fp32 in the re-timing
+    before_after = [line for line in lines if line.startswith("# LM-Net eager fp32 (oneDNN")]
+    assert len(before_after) == 1 and float(before_after[0].rsplit(" ", 1)[1]) > 0
 
 
 def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
@@ -85,7 +87,8 @@ def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
     assert main(["--paired", "2", "--size", "32", "--repeats", "1"]) == 0
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and not line.startswith("| LM-Net path") and "---" not in line]
-    assert [row[0] for row in rows] == ["eager fp32", "eager bf16", "openvino fp32", "openvino bf16"]
+    assert [row[0] for row in rows] == ["eager-plain fp32", "(MONAI UNet (64..1024, 2 res units), eager-packed fp32)",
+                                        "eager fp32", "eager bf16", "openvino fp32", "openvino bf16"]
     for name, ms, unet_ms, _, ratio_range in rows:
         low, high = (float(v) for v in ratio_range.split("-"))
         ms, unet_ms = float(ms), float(unet_ms)

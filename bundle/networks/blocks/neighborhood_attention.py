@@ -4,12 +4,14 @@ Every query pixel attends to the k x k keys around it. As in NATTEN, the window 
 inward near the border so that it always covers k x k real pixels (no zero padding): along an axis of length n, the
 window of pixel i starts at ``clamp(i - k // 2, 0, n - k)``. An axis shorter than k is covered whole.
 
-Implementation (plain PyTorch, no H*W x H*W tensors, channel-first (B * heads, d, H, W) internally): for each of the
-k window rows, one ``index_select`` gathers every pixel's key row; along the columns, pixels split into a left border,
-an interior and a right border, whose keys at window column ``col`` are a single column, the plain slice
-``[col : col + W - k + 1]`` and a single column: views, broadcast, never copied. A pass per window offset (k * k in
-all) computes the logits and, after the softmax, accumulates the weighted values in place. Under autograd a
-hand-written backward reuses the same passes. It scripts, traces and exports to ONNX.
+Implementation (plain PyTorch, no H*W x H*W tensors): q, k and v are channel-first per head, (..., d, H, W); the
+module projects its channels-last tokens straight into that layout with one batched matrix product (the transposes
+are the matrix product's, not copies) and projects the result back the same way. For each of the k window rows, one
+``index_select`` gathers every pixel's key row; along the columns, pixels split into a left border, an interior and
+a right border, whose keys at window column ``col`` are a single column, the plain slice ``[col : col + W - k + 1]``
+and a single column: views, broadcast, never copied. A pass per window offset (k * k in all) computes the logits and,
+after the softmax, accumulates the weighted values in place. Under autograd a hand-written backward reuses the same
+passes. It scripts, traces and exports to ONNX.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _column_parts(x: torch.Tensor, kw: int) -> list[torch.Tensor]:
 
 
 def _window_column_parts(x: torch.Tensor, col: int, kw: int) -> list[torch.Tensor]:
-    """For the column parts of :func:`_column_parts`, views of ``x`` (N, d, H, W) holding the entry at window column
+    """For the column parts of :func:`_column_parts`, views of ``x`` (..., d, H, W) holding the entry at window column
     ``col`` of every pixel: one column (broadcast) for each border, the slice ``[col : col + W - kw + 1]`` inside."""
     w, rw = x.shape[-1], kw // 2
     parts = [x[..., col : col + w - kw + 1]]
@@ -56,48 +58,49 @@ def _window_column_parts(x: torch.Tensor, col: int, kw: int) -> list[torch.Tenso
 
 
 def _neighborhood_logits(q: torch.Tensor, k: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Attention logits ``q . k`` of every pixel with its window: (N, d, H, W) x2 -> (N, kh * kw, H, W).
+    """Attention logits ``q . k`` of every pixel with its window: (..., d, H, W) x2 -> (..., kh * kw, H, W).
 
     Offsets are ordered row-major (offset ``row * kw + col``); ``q`` should already be scaled; ``kh <= H, kw <= W``.
     """
     q_parts = _column_parts(q, kw)
-    starts = _row_starts(q.shape[2], kh, q.device)
+    starts = _row_starts(q.shape[-2], kh, q.device)
     logits: list[torch.Tensor] = []
     for row in range(kh):
-        k_rows = k.index_select(2, starts + row)  # row i: row ``row`` of pixel row i's window
+        k_rows = k.index_select(-2, starts + row)  # row i: row ``row`` of pixel row i's window
         for col in range(kw):
             k_parts = _window_column_parts(k_rows, col, kw)
-            logits.append(torch.cat([(q_parts[p] * k_parts[p]).sum(1) for p in range(len(q_parts))], -1))
-    return torch.stack(logits, 1)
+            logits.append(torch.cat([(q_parts[p] * k_parts[p]).sum(-3) for p in range(len(q_parts))], -1))
+    return torch.stack(logits, -3)
 
 
 def _neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """Attention-weighted sum of the window values: (N, kh * kw, H, W) weights, (N, d, H, W) values -> (N, d, H, W)."""
+    """Attention-weighted sum of the window values: (..., kh * kw, H, W) weights, (..., d, H, W) values ->
+    (..., d, H, W)."""
     a_parts = _column_parts(attn, kw)
-    starts = _row_starts(v.shape[2], kh, v.device)
-    v_rows = v.index_select(2, starts)
+    starts = _row_starts(v.shape[-2], kh, v.device)
+    v_rows = v.index_select(-2, starts)
     v_parts = _window_column_parts(v_rows, 0, kw)
-    out = [a_parts[p][:, 0:1] * v_parts[p] for p in range(len(a_parts))]
+    out = [a_parts[p][..., 0:1, :, :] * v_parts[p] for p in range(len(a_parts))]
     for offset in range(1, kh * kw):
         row, col = offset // kw, offset % kw
         if col == 0:
-            v_rows = v.index_select(2, starts + row)
+            v_rows = v.index_select(-2, starts + row)
         v_parts = _window_column_parts(v_rows, col, kw)
         for p in range(len(out)):
             # in place: less memory traffic than out-of-place sums; autograd-safe (no backward reads ``out``)
-            out[p].addcmul_(a_parts[p][:, offset : offset + 1], v_parts[p])
+            out[p].addcmul_(a_parts[p][..., offset : offset + 1, :, :], v_parts[p])
     return torch.cat(out, -1)
 
 
 def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
     """The adjoint of :func:`_neighborhood_aggregate` in its values, added to ``out``: every pixel's
-    ``weights[o] * x`` goes back to the key pixel at window offset ``o``. (N, kh * kw, H, W) weights, (N, d, H, W)
-    ``x`` and ``out``.
+    ``weights[o] * x`` goes back to the key pixel at window offset ``o``. (..., kh * kw, H, W) weights,
+    (..., d, H, W) ``x`` and ``out`` (``out`` may be a view).
 
     Per window row, contributions are first summed in the row-gathered layout (columns: a slice for the interior, a
     single column for each border, all in-place adds into views), then added to their rows with one ``index_add_``.
     """
-    h, w = x.shape[2], x.shape[3]
+    h, w = x.shape[-2], x.shape[-1]
     rw = kw // 2
     interior = slice(rw, rw + w - kw + 1)
     tail = slice(rw + w - kw + 1, w)
@@ -106,17 +109,17 @@ def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: i
     for row in range(kh):
         acc.zero_()
         for col in range(kw):
-            wo = weights[:, row * kw + col : row * kw + col + 1]
+            wo = weights[..., row * kw + col : row * kw + col + 1, :, :]
             acc[..., col : col + w - kw + 1].addcmul_(wo[..., interior], x[..., interior])
             if rw > 0:
                 acc[..., col : col + 1] += (wo[..., :rw] * x[..., :rw]).sum(-1, keepdim=True)
             if kw - 1 - rw > 0:
                 acc[..., w - kw + col : w - kw + col + 1] += (wo[..., tail] * x[..., tail]).sum(-1, keepdim=True)
-        out.index_add_(2, starts + row, acc)
+        out.index_add_(-2, starts + row, acc)
 
 
 class _NeighborhoodAttentionFunction(torch.autograd.Function):
-    """Neighborhood attention on stacked channel-first q, k, v (3, N, d, H, W) with a hand-written backward.
+    """Neighborhood attention on stacked channel-first q, k, v (B, 3, heads, d, H, W) with a hand-written backward.
 
     The forward is the inference computation; the backward reuses its window passes (logits of the output gradient
     with the values, aggregation of the logit gradients over the keys) plus their adjoint
@@ -126,23 +129,23 @@ class _NeighborhoodAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
-        q = qkv[0] * scale
-        attn = _neighborhood_logits(q, qkv[1], kh, kw).softmax(1)
+        q = qkv[:, 0] * scale
+        attn = _neighborhood_logits(q, qkv[:, 1], kh, kw).softmax(-3)
         ctx.save_for_backward(qkv, attn)
         ctx.settings = (scale, kh, kw)
-        return _neighborhood_aggregate(attn, qkv[2], kh, kw)
+        return _neighborhood_aggregate(attn, qkv[:, 2], kh, kw)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         qkv, attn = ctx.saved_tensors
         scale, kh, kw = ctx.settings
         grad = grad.contiguous()
-        grad_attn = _neighborhood_logits(grad, qkv[2], kh, kw)
-        grad_logits = attn * (grad_attn - (attn * grad_attn).sum(1, keepdim=True))
+        grad_attn = _neighborhood_logits(grad, qkv[:, 2], kh, kw)
+        grad_logits = attn * (grad_attn - (attn * grad_attn).sum(-3, keepdim=True))
         grad_qkv = torch.zeros_like(qkv)
-        grad_qkv[0] = _neighborhood_aggregate(grad_logits, qkv[1], kh, kw).mul_(scale)
-        _neighborhood_scatter(grad_logits, qkv[0] * scale, kh, kw, grad_qkv[1])
-        _neighborhood_scatter(attn, grad, kh, kw, grad_qkv[2])
+        grad_qkv[:, 0] = _neighborhood_aggregate(grad_logits, qkv[:, 1], kh, kw).mul_(scale)
+        _neighborhood_scatter(grad_logits, qkv[:, 0] * scale, kh, kw, grad_qkv[:, 1])
+        _neighborhood_scatter(attn, grad, kh, kw, grad_qkv[:, 2])
         return grad_qkv, None, None, None
 
 
@@ -151,21 +154,18 @@ def _attention_with_backward(qkv: torch.Tensor, scale: float, kh: int, kw: int) 
     return _NeighborhoodAttentionFunction.apply(qkv, scale, kh, kw)
 
 
-def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
-    """Neighborhood attention of stacked channel-first q, k, v (3, N, d, H, W) -> (N, d, H, W): the
-    softmax(scale * q . k)-weighted window sums of v. Under autograd (eager) through the hand-written backward,
-    else the plain computation (scripting, tracing, no-grad)."""
-    if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int, dropout: float = 0.0) -> torch.Tensor:
+    """Neighborhood attention of stacked channel-first q, k, v (B, 3, heads, d, H, W) -> (B, heads, d, H, W): the
+    softmax(scale * q . k)-weighted window sums of v (``kh <= H``, ``kw <= W``). Under autograd (eager, no dropout)
+    through the hand-written backward, else the plain computation (scripting, tracing, no-grad; dropout on the
+    attention weights through autograd)."""
+    if dropout == 0.0 and not torch.jit.is_scripting() and not torch.jit.is_tracing():
         if torch.is_grad_enabled() and qkv.requires_grad:
             return _attention_with_backward(qkv, scale, kh, kw)
-    attn = _neighborhood_logits(qkv[0] * scale, qkv[1], kh, kw).softmax(1)
-    return _neighborhood_aggregate(attn, qkv[2], kh, kw)
-
-
-def _stack_channels_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(B, heads, H, W, d) q, k, v -> one contiguous (3, B * heads, d, H, W) tensor (one copy of each)."""
-    b, nh, h, w, d = q.shape
-    return torch.stack([t.permute(0, 1, 4, 2, 3) for t in (q, k, v)]).reshape(3, b * nh, d, h, w)
+    attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
+    if dropout > 0:
+        attn = torch.nn.functional.dropout(attn, dropout)
+    return _neighborhood_aggregate(attn, qkv[:, 2], kh, kw)
 
 
 def neighborhood_attention_2d(
@@ -193,16 +193,11 @@ def neighborhood_attention_2d(
         raise ValueError(
             f"q, k, v must all have shape (B, heads, H, W, d), got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}."
         )
-    b, nh, h, w, d = q.shape
+    h, w, d = q.shape[2], q.shape[3], q.shape[4]
     kh, kw = min(kernel_size, h), min(kernel_size, w)
     q_scale = float(d) ** -0.5 if scale is None else scale
-    qkv = _stack_channels_first(q, k, v)
-    if dropout > 0:  # dropout on the weights: plain autograd through the inference passes
-        attn = _neighborhood_logits(qkv[0] * q_scale, qkv[1], kh, kw).softmax(1)
-        out = _neighborhood_aggregate(torch.nn.functional.dropout(attn, dropout), qkv[2], kh, kw)
-    else:
-        out = _attend(qkv, q_scale, kh, kw)
-    return out.reshape(b, nh, d, h, w).permute(0, 1, 3, 4, 2)
+    qkv = torch.stack([t.permute(0, 1, 4, 2, 3) for t in (q, k, v)], 1)  # (B, 3, heads, d, H, W)
+    return _attend(qkv, q_scale, kh, kw, dropout).permute(0, 1, 3, 4, 2)
 
 
 def neighborhood_attention_3d(
@@ -311,6 +306,17 @@ class NeighborhoodAttention(nn.Module):
             out = neighborhood_attention_3d(qkv[0], qkv[1], qkv[2], self.kernel_size, self.scale, dropout)
             return self.proj(out.permute(0, 2, 3, 4, 1, 5).reshape(b, depth, h, w, c))
         b, h, w, c = x.shape
-        qkv = self.qkv(x).reshape(b, h, w, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
-        out = neighborhood_attention_2d(qkv[0], qkv[1], qkv[2], self.kernel_size, self.scale, dropout)
-        return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, c))
+        kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
+        # the projections as batched matrix products whose transposes are free: tokens (B, H*W, C) -> channel-first
+        # q, k, v (B, 3C, H*W) -> attention per head -> tokens again, with no layout copy in between
+        tokens_t = x.reshape(b, h * w, c).transpose(1, 2)
+        weight = self.qkv.weight.expand(b, 3 * c, c)
+        bias = self.qkv.bias
+        if bias is not None:
+            qkv = torch.baddbmm(bias.view(1, 3 * c, 1), weight, tokens_t)
+        else:
+            qkv = torch.bmm(weight, tokens_t)
+        out = _attend(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), self.scale, kh, kw, dropout)
+        out = torch.baddbmm(self.proj.bias.view(1, 1, c), out.reshape(b, c, h * w).transpose(1, 2),
+                            self.proj.weight.t().expand(b, c, c))
+        return out.view(b, h, w, c)

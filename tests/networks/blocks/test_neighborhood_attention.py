@@ -90,8 +90,8 @@ def test_gradients_match_brute_force():
 
 def _autograd_attention(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
     """The reference: the inference computation differentiated by autograd (no hand-written backward)."""
-    attn = _neighborhood_logits(qkv[0] * scale, qkv[1], kh, kw).softmax(1)
-    return _neighborhood_aggregate(attn, qkv[2], kh, kw)
+    attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
+    return _neighborhood_aggregate(attn, qkv[:, 2], kh, kw)
 
 
 @pytest.mark.parametrize("shape,kernel_size", CASES)
@@ -100,8 +100,8 @@ def test_hand_written_backward_equals_autograd(shape, kernel_size):
     the inference computation, border windows and windows clipped to short axes included."""
     b, nh, h, w, d = shape
     gen = torch.Generator().manual_seed(5)
-    qkv = torch.randn(3, b * nh, d, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(b * nh, d, h, w, generator=gen, dtype=torch.float64)
+    qkv = torch.randn(b, 3, nh, d, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(b, nh, d, h, w, generator=gen, dtype=torch.float64)
     kh, kw = min(kernel_size, h), min(kernel_size, w)
     fast = na_module._attend(qkv, 0.7, kh, kw)
     assert fast.grad_fn is not None and "NeighborhoodAttentionFunction" in type(fast.grad_fn).__name__
