@@ -229,8 +229,9 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
 
 
 def _cpu_fp32_network(network: nn.Module) -> nn.Module:
-    """The deployed 2D LM-Net on pre-packed, fused oneDNN kernels when it is one and oneDNN is there, else
-    ``network``."""
+    """The deployed 2D LM-Net on pre-packed, fused oneDNN kernels when it is one, oneDNN is there and the fused copy
+    reproduces ``network`` on a probe input (to 1e-4 relative to the logits' scale); else ``network``, with a
+    warning when the fused copy failed or disagreed."""
     from .networks import LMNet
     from .networks.onednn import fuse_for_cpu, onednn_available
 
@@ -238,8 +239,21 @@ def _cpu_fp32_network(network: nn.Module) -> nn.Module:
         return network
     if any(p.device.type != "cpu" for p in network.parameters()):
         return network
+    probe = torch.randn(1, network.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    try:
+        fused = fuse_for_cpu(network)
+        with torch.inference_mode():
+            expected, got = network(probe), fused(probe)
+        error = float((got - expected).abs().max())
+    except (RuntimeError, TypeError, ValueError) as err:  # e.g. a PyTorch build whose oneDNN operators differ
+        logger.warning("oneDNN kernels unavailable (%s); inference runs PyTorch's own modules", err)
+        return network
+    if not error <= 1e-4 * max(1.0, float(expected.abs().max())):
+        logger.warning("oneDNN kernels disagree with PyTorch's modules on a probe input (max |difference| %.2e); "
+                       "inference runs PyTorch's own modules", error)
+        return network
     logger.info("inference on oneDNN kernels with pre-packed weights and fused activations (fp32)")
-    return fuse_for_cpu(network)
+    return fused
 
 
 class RuntimeHandler:

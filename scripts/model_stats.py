@@ -47,6 +47,7 @@ from bundle.benchmark import (
 )
 from bundle.networks import LMNet, reparameterize_model, to_channels_last
 from bundle.networks.blocks import NeighborhoodAttention
+from bundle.runtimes import runtime_network
 
 PUBLISHED = [  # (source, params M, MACs G) at 256 x 256, as reported
     ("paper, Table 7: training form", 5.45, 5.15),
@@ -89,8 +90,6 @@ def _print_profile(args: argparse.Namespace) -> int:
     """Operators and modules of LM-Net's deployed forward as the torch fp32 runtime runs it on the CPU (oneDNN
     kernels with pre-packed weights, ``bundle.networks.onednn``), or with ``--plain`` of the deployed network's own
     modules (the form before that)."""
-    from bundle.runtimes import runtime_network
-
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
     form = "the deployed network's own modules (plain eager)"
     if not args.plain:
@@ -122,8 +121,6 @@ def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) 
     is the network's own modules in fp32 (for LM-Net: the form before the oneDNN kernels the torch runtime uses),
     "eager-packed" a MONAI network with the same pre-packed oneDNN convolutions (``pack_for_cpu``)."""
     from bundle.networks.onednn import pack_for_cpu
-    from bundle.runtimes import runtime_network
-
     if runtime in ("eager-plain", "eager-packed"):
         if precision != "fp32":
             raise ValueError(f"{runtime} is an fp32 path.")
@@ -327,6 +324,14 @@ def _deployed_lmnet(**kwargs) -> torch.nn.Module:
     return to_channels_last(reparameterize_model(LMNet(**kwargs)))
 
 
+LMNET_RUNTIME_ROW = "LM-Net deployed, torch fp32 runtime (oneDNN kernels)"
+
+
+def _runtime_lmnet(**kwargs) -> torch.nn.Module:
+    """:func:`_deployed_lmnet` as the torch fp32 runtime runs it on the CPU (a module-level builder)."""
+    return runtime_network(_deployed_lmnet(**kwargs), "torch", "fp32")
+
+
 def _print_volumes(args: argparse.Namespace) -> int:
     """The 3D cost table: parameters, MACs and latency of one 96^3 window, seconds per LGG-like 256 x 256 x 32
     volume through MONAI's sliding-window inferer (roi 96 x 96 x 32, overlap 0.25, Gaussian blending), and (without
@@ -444,19 +449,26 @@ def main(argv: list[str] | None = None) -> int:
         header.append("peak MiB b1 t1")
     print(_row(header))
     print(_row(["---"] * len(header)))
-    rows = [(name, build, False) for name, build in builders.items()]
-    rows += [(name, build, True) for name, build in compiled.items()]
-    for name, build, use_compile in rows:
+    rows = [(name, build, "eager") for name, build in builders.items()]
+    # the deployed network as the torch fp32 runtime runs it on the CPU (oneDNN kernels, pre-packed weights)
+    rows.insert(2, (LMNET_RUNTIME_ROW, builders["LM-Net deployed (re-parameterized)"], "runtime"))
+    rows += [(name, build, "compile") for name, build in compiled.items()]
+    for name, build, mode in rows:
         model = build().eval()
         if name.startswith("LM-Net deployed"):
             model = to_channels_last(reparameterize_model(model, inplace=True))  # as users get it
         cells = [name, f"{count_parameters(model) / 1e6:.2f}", f"{count_macs(model, shape1) / 1e9:.2f}"]
-        runner = compile_for_inference(model) if use_compile else model  # compiled during the warm-up run
+        runner = model
+        if mode == "compile":
+            runner = compile_for_inference(model)  # compiled during the warm-up run
+        elif mode == "runtime":
+            runner = runtime_network(model, "torch", "fp32")
         latencies = [measure_latency(runner, (b, *shape1[1:]), t, repeats, warmup=2) for b, t in settings]
         cells += [f"{ms:.1f}" for ms in latencies]
         cells.append(f"{settings[-1][0] * 1e3 / latencies[-1]:.1f}")
         if not args.quick:
-            memory = "-" if use_compile else f"{measure_peak_memory(build, shape1, threads=1):.0f}"
+            memory_build = partial(_runtime_lmnet, in_channels=args.in_channels) if mode == "runtime" else build
+            memory = "-" if mode == "compile" else f"{measure_peak_memory(memory_build, shape1, threads=1):.0f}"
             cells.append(memory)
         print(_row(cells), flush=True)
     for source, params, macs in PUBLISHED:

@@ -153,6 +153,7 @@ class LMNet(nn.Module):
             if n < 1 or width % n != 0:
                 raise ValueError(f"{name} ({n}) must be >= 1 and divide its transformer width ({width}).")
         self.spatial_dims = spatial_dims
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.features = f
         self.gft_input, self.skips = gft_input, skips
         self.size_divisor = SIZE_DIVISOR

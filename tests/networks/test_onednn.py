@@ -128,3 +128,15 @@ def test_pack_for_cpu_keeps_a_monai_network_exact():
     with torch.inference_mode():
         expected = unet(x)
         assert float((packed(x) - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+
+
+def test_the_runtime_keeps_pytorchs_modules_when_the_fused_copy_disagrees(monkeypatch, caplog):
+    """The runtime checks the fused copy on a probe input before using it: a copy that drops its activations (as a
+    oneDNN build with a different post-op would) is refused with a warning."""
+    import bundle.networks.onednn as onednn
+
+    monkeypatch.setattr(onednn, "_activation", lambda module: ("none", None))
+    deployed = reparameterize_model(LMNet(**SMALL))
+    with caplog.at_level("WARNING", logger="bundle.runtimes"):
+        assert runtime_network(deployed, "torch", "fp32") is deployed
+    assert "disagree with PyTorch's modules" in caplog.text
