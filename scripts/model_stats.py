@@ -15,6 +15,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --paired 20     # only LM-Net's paths against MONAI UNet eager fp32, timed back to
                                                   # back in 20 rounds (b1, 2 threads): the median per-round ratio
     python -m scripts.model_stats --paired 20 --compile   # the same plus LM-Net under torch.compile (fp32)
+    python -m scripts.model_stats --paired 6 --batch 8    # the paired rounds at batch 8
 
 torch.compile rows use ``bundle.benchmark.compile_for_inference`` (Inductor with frozen weights and a C++ wrapper).
 """
@@ -262,10 +263,10 @@ def _print_paired(args: argparse.Namespace) -> int:
                 continue
             builders[f"{runtime} {precision}"] = partial(_network_path, "LM-Net deployed", runtime, precision,
                                                          args.in_channels, 2)
-    shape = (1, args.in_channels, args.size, args.size)
+    shape = (args.batch, args.in_channels, args.size, args.size)
     times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats)
     unet_ms = times.pop(unet_name)
-    print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b1, 2 threads; torch "
+    print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b{args.batch}, 2 threads; torch "
           f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "
           f"median of {args.repeats} forwards each; fp32 paths exact to 1e-4, bf16 paths validated by "
           "scripts/runtime_agreement.py")
@@ -401,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the last table of --runtimes: s per 256 x 256 x 40 volume through the predictor")
     parser.add_argument("--paired", type=int, metavar="ROUNDS",
                         help="only LM-Net's paths / MONAI UNet eager fp32 at b1 t2, timed back to back per round")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of --paired (default 1)")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     parser.add_argument("--plain", action="store_true",
@@ -418,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_volume_seconds(args)
         return 0
     if args.paired is not None:
-        if args.paired < 1:
-            parser.error(f"--paired needs at least 1 round, got {args.paired}.")
+        if args.paired < 1 or args.batch < 1:
+            parser.error(f"--paired needs at least 1 round and --batch at least 1, got {args.paired}, {args.batch}.")
         return _print_paired(args)
     if args.volumes:
         return _print_volumes(args)
