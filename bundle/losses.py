@@ -18,16 +18,20 @@ class WeightedCEDiceLoss(nn.Module):
         class_weights: cross-entropy weight of each class (the authors weight the lesion 4x: (1, 4)).
         lambda_ce: weight of the cross-entropy term.
         lambda_dice: weight of the Dice term.
+        batch_dice: compute the Dice term over the batch's samples together (per class, nnU-Net's "batch Dice" for 2D
+            slices) instead of per sample and then averaged; a slice without lesion then adds to the batch's lesion
+            Dice instead of being a term of its own.
 
     Shapes: logits (B, K, *S), target (B, 1, *S) with class indices -> scalar.
     """
 
     def __init__(
-        self, class_weights: Sequence[float] = (1.0, 4.0), lambda_ce: float = 1.0, lambda_dice: float = 1.0
+        self, class_weights: Sequence[float] = (1.0, 4.0), lambda_ce: float = 1.0, lambda_dice: float = 1.0,
+        batch_dice: bool = False,
     ) -> None:
         super().__init__()
         self.register_buffer("class_weights", torch.as_tensor(class_weights, dtype=torch.float32))
-        self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=bool(batch_dice))
         self.lambda_ce = lambda_ce
         self.lambda_dice = lambda_dice
 
