@@ -258,7 +258,8 @@ def _cpu_fp32_network(network: nn.Module) -> nn.Module:
 
 class RuntimeHandler:
     """At ``STARTED`` (attach it after the ``CheckpointLoader`` and the ``ReparameterizeHandler``), replace the
-    evaluator's network by :func:`runtime_network` of it; with runtime torch and precision fp32 nothing changes."""
+    evaluator's network by :func:`runtime_network` of it (with runtime torch and precision fp32: on CUDA the network
+    itself, on the CPU its oneDNN form, the same function)."""
 
     def __init__(self, runtime: str = "torch", precision: str = "fp32", weights: str | os.PathLike | None = None,
                  device: torch.device | str | None = None) -> None:

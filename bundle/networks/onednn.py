@@ -73,13 +73,21 @@ def _check_input(x: torch.Tensor, layer: str) -> None:
 
 class _PackedWeights(nn.Module):
     """Holds the packed (opaque oneDNN) weights of one layer per input shape; they are never copied or pickled,
-    only re-packed from the plain weight when needed."""
+    only re-packed from the plain weight when needed, and re-packed after the plain weight changes in place (e.g.
+    ``load_state_dict``: its version counter moves)."""
+
+    weight: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
         self._packed: dict[tuple[int, ...], torch.Tensor] = {}
+        self._packed_version = -1
 
     def _packed_for(self, shape: tuple[int, ...]) -> torch.Tensor:
+        version = -2 if self.weight.is_inference() else self.weight._version  # inference tensors have no counter
+        if version != self._packed_version:
+            self._packed.clear()
+            self._packed_version = version
         packed = self._packed.get(shape)
         if packed is None:
             if len(self._packed) >= _MAX_PACKED_SHAPES:

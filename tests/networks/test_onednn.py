@@ -78,6 +78,18 @@ def test_packed_weights_follow_the_input_shape_and_survive_copies():
         assert float((net(torch.ones(4, 1, 48, 32)) - outputs[(4, 1, 48, 32)]).abs().max()) <= 1e-4
 
 
+def test_new_weights_loaded_in_place_are_repacked():
+    torch.manual_seed(0)
+    first, second = reparameterize_model(LMNet(**SMALL)), reparameterize_model(LMNet(**SMALL))
+    fused = fuse_for_cpu(first)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        fused(x)  # packs the first network's weights
+    fused.load_state_dict(fuse_for_cpu(second).state_dict())  # copied into the same parameters, in place
+    with torch.inference_mode():
+        assert float((fused(x) - second(x)).abs().max()) <= 1e-4
+
+
 def test_the_original_network_is_left_untouched():
     net = reparameterize_model(LMNet(**SMALL))
     state = {k: v.clone() for k, v in net.state_dict().items()}
