@@ -48,6 +48,7 @@ from bundle.benchmark import (
 )
 from bundle.networks import LMNet, reparameterize_model, to_channels_last
 from bundle.networks.blocks import NeighborhoodAttention
+from bundle.networks.onednn import pack_for_cpu
 from bundle.runtimes import runtime_network
 
 PUBLISHED = [  # (source, params M, MACs G) at 256 x 256, as reported
@@ -121,7 +122,6 @@ def _runner(model: torch.nn.Module, runtime: str, precision: str, threads: int) 
     """``model`` as the inference config's runtime / precision run it, compiled for "torch.compile"; "eager-plain"
     is the network's own modules in fp32 (for LM-Net: the form before the oneDNN kernels the torch runtime uses),
     "eager-packed" a MONAI network with the same pre-packed oneDNN convolutions (``pack_for_cpu``)."""
-    from bundle.networks.onednn import pack_for_cpu
     if runtime in ("eager-plain", "eager-packed"):
         if precision != "fp32":
             raise ValueError(f"{runtime} is an fp32 path.")
@@ -401,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case-seconds", action="store_true",
                         help="only the last table of --runtimes: s per 256 x 256 x 40 volume through the predictor")
     parser.add_argument("--paired", type=int, metavar="ROUNDS",
-                        help="only LM-Net's paths / MONAI UNet eager fp32 at b1 t2, timed back to back per round")
+                        help="only LM-Net's paths / MONAI UNet eager fp32 (2 threads, batch --batch), timed back to "
+                             "back per round")
     parser.add_argument("--batch", type=int, default=1, help="batch size of --paired (default 1)")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
