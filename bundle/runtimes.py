@@ -205,9 +205,9 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
                     weights: str | os.PathLike | None = None, device: torch.device | None = None,
                     threads: int | None = None) -> nn.Module:
     """``network`` (deployed, eval mode) as ``runtime`` / ``precision`` run it: for torch fp32 itself on CUDA and, on
-    the CPU, a 2D LM-Net on oneDNN kernels with pre-packed weights and fused activations (the same function,
-    :func:`bundle.networks.onednn.fuse_for_cpu`; other networks, 3D ones and PyTorch builds without oneDNN: itself);
-    under CPU bfloat16 autocast for torch bf16; an :class:`OpenVINONetwork` for openvino (with ``weights`` naming its
+    the CPU, :func:`bundle.networks.onednn.cpu_inference_network` of it (a 2D LM-Net on oneDNN kernels with pre-packed
+    weights and fused activations, the same function; other networks: themselves); under CPU bfloat16 autocast for
+    torch bf16; an :class:`OpenVINONetwork` for openvino (with ``weights`` naming its
     cache and ``threads`` its CPU threads).
 
     Raises:
@@ -220,40 +220,16 @@ def runtime_network(network: nn.Module, runtime: str = "torch", precision: str =
         raise ValueError(f"runtime {runtime!r} / precision {precision!r} are CPU settings; on CUDA use runtime "
                          "'torch', precision 'fp32' and the amp setting for fp16.")
     if (runtime, precision) == ("torch", "fp32"):
-        return network if on_cuda else _cpu_fp32_network(network)
+        if on_cuda:
+            return network
+        from .networks.onednn import cpu_inference_network
+
+        return cpu_inference_network(network)
     logger.info("inference runtime %s, precision %s", runtime, precision)
     if runtime == "openvino":
         return OpenVINONetwork(network, precision, weights, threads)
     warn_unless_native_bf16("inference precision bf16")
     return _TorchBF16(network)
-
-
-def _cpu_fp32_network(network: nn.Module) -> nn.Module:
-    """The deployed 2D LM-Net on pre-packed, fused oneDNN kernels when it is one, oneDNN is there and the fused copy
-    reproduces ``network`` on a probe input (to 1e-4 relative to the logits' scale); else ``network``, with a
-    warning when the fused copy failed or disagreed."""
-    from .networks import LMNet
-    from .networks.onednn import fuse_for_cpu, onednn_available
-
-    if not isinstance(network, LMNet) or network.spatial_dims != 2 or not onednn_available():
-        return network
-    if any(p.device.type != "cpu" for p in network.parameters()):
-        return network
-    probe = torch.randn(1, network.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
-    try:
-        fused = fuse_for_cpu(network)
-        with torch.inference_mode():
-            expected, got = network(probe), fused(probe)
-        error = float((got - expected).abs().max())
-    except (RuntimeError, TypeError, ValueError) as err:  # e.g. a PyTorch build whose oneDNN operators differ
-        logger.warning("oneDNN kernels unavailable (%s); inference runs PyTorch's own modules", err)
-        return network
-    if not error <= 1e-4 * max(1.0, float(expected.abs().max())):
-        logger.warning("oneDNN kernels disagree with PyTorch's modules on a probe input (max |difference| %.2e); "
-                       "inference runs PyTorch's own modules", error)
-        return network
-    logger.info("inference on oneDNN kernels with pre-packed weights and fused activations (fp32)")
-    return fused
 
 
 class RuntimeHandler:

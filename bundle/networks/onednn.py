@@ -7,13 +7,14 @@ primitives (``torch.ops.mkldnn._convolution_pointwise`` / ``_linear_pointwise``,
 backend uses) with weights packed once per input shape, and with the activation after them fused into the kernel:
 
 - multi-branch block: expansion conv + Hardswish, depthwise conv + GELU, squeeze-and-excitation's 1x1 convs + ReLU /
-  Hardsigmoid, and the pointwise conv accumulated into the shortcut conv's output (one pass instead of an add);
+  Hardsigmoid;
 - local pyramid: the fusion conv + GELU;
 - transformer MLP: first linear layer + GELU;
 - every other convolution and linear layer: packed, no activation (the neighborhood attention's projections stay
   the batched matrix products of its own channel-first layout).
 
-The graph (``LMNet.forward`` and the blocks' wiring) is unchanged; only leaf kernels are swapped, so the result is
+The graph (``LMNet.forward`` and every block's ``forward``) is unchanged: a fused layer replaces the layer and an
+identity its activation, so only leaf modules are swapped and the result is
 the deployed network's function up to float rounding (checked by ``tests/test_onednn.py`` against the training form
 to 1e-4). The copy is inference-only: eval mode, no gradients, float32 CPU tensors, 2D. Export (TorchScript, ONNX,
 OpenVINO) takes the deployed network, not this copy.
@@ -31,9 +32,11 @@ from monai.networks.blocks import MLPBlock
 from .blocks.multi_branch import MultiBranchBlock, SqueezeExcitation
 from .blocks.neighborhood_attention import NeighborhoodAttention
 from .blocks.pyramid import LocalPyramid
+from .blocks.reparam_conv import ConvNorm, MultiKernelDepthwiseConv
 from .lmnet import LMNet
 
-__all__ = ["onednn_available", "PackedConv2d", "PackedLinear", "pack_for_cpu", "fuse_for_cpu"]
+__all__ = ["onednn_available", "PackedConv2d", "PackedLinear", "pack_for_cpu", "fusable", "fuse_for_cpu",
+           "cpu_inference_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,15 +141,6 @@ class PackedConv2d(_PackedWeights):
         return torch.ops.mkldnn._convolution_pointwise(x, weight, self.bias, *self.settings, self.attr, [],
                                                       self.algorithm)
 
-    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out += conv(x)`` in one pass, in place (no activation); returns ``out``."""
-        _check_input(x, "PackedConv2d")
-        if self.attr != "none":
-            raise RuntimeError("add_to accumulates the plain convolution; this layer has an activation.")
-        weight = self._packed_for(tuple(x.shape))
-        return torch.ops.mkldnn._convolution_pointwise_(out, x, weight, self.bias, *self.settings, "add", None, None,
-                                                       [], None)
-
 
 class PackedLinear(_PackedWeights):
     """A linear layer (+ optional activation) as one oneDNN inference primitive with a pre-packed weight.
@@ -171,87 +165,53 @@ class PackedLinear(_PackedWeights):
         return torch.ops.mkldnn._linear_pointwise(x, self._packed_for(()), self.bias, self.attr, [], self.algorithm)
 
 
-class _FusedSqueezeExcitation(nn.Module):
-    """:class:`SqueezeExcitation` with its 1x1 convs and their activations fused."""
-
-    def __init__(self, se: SqueezeExcitation) -> None:
-        super().__init__()
-        self.pool = se.pool
-        self.reduce = PackedConv2d(se.reduce, se.act)
-        self.expand = PackedConv2d(se.expand, se.gate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.expand(self.reduce(self.pool(x)))
+# blocks whose (layer, activation) pairs become one kernel: the layer is replaced by its packed form with the
+# activation as post-op and the activation by an identity, so each block's own ``forward`` runs unchanged
+_FUSED_PAIRS: dict[type, tuple[tuple[str, str], ...]] = {
+    MultiBranchBlock: (("expand", "expand_act"), ("depthwise", "depthwise_act")),
+    SqueezeExcitation: (("reduce", "act"), ("expand", "gate")),
+    LocalPyramid: (("fuse", "act"),),
+    MLPBlock: (("linear1", "fn"),),
+}
 
 
-class _FusedMultiBranch(nn.Module):
-    """A deployed :class:`MultiBranchBlock` on fused kernels (same wiring: expand, depthwise, SE, pointwise +
-    shortcut)."""
-
-    def __init__(self, block: MultiBranchBlock) -> None:
-        super().__init__()
-        depthwise = block.depthwise.reparam_conv
-        if block.expand.norm is not None or depthwise is None:
+def _plain_layer(layer: nn.Module) -> nn.Module:
+    """The single convolution or linear layer a deployed LM-Net layer computes (a folded conv + BN, a
+    re-parameterized depthwise conv, or the layer itself)."""
+    if isinstance(layer, ConvNorm):
+        if layer.norm is not None:
             raise ValueError("fuse_for_cpu takes the deployed network: call reparameterize_model first.")
-        self.expand = PackedConv2d(block.expand.conv, block.expand_act)
-        self.depthwise = PackedConv2d(depthwise, block.depthwise_act)
-        self.se = _FusedSqueezeExcitation(block.se)
-        self.pointwise = PackedConv2d(block.pointwise)
-        self.shortcut = PackedConv2d(block.shortcut)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.se(self.depthwise(self.expand(x)))
-        return self.pointwise.add_to(self.shortcut(x), y)
-
-
-class _FusedLocalPyramid(nn.Module):
-    """A deployed :class:`LocalPyramid` with its fusion conv + GELU as one kernel."""
-
-    def __init__(self, pyramid: LocalPyramid) -> None:
-        super().__init__()
-        if pyramid.fuse.norm is not None:
+        return layer.conv
+    if isinstance(layer, MultiKernelDepthwiseConv):
+        if layer.reparam_conv is None:
             raise ValueError("fuse_for_cpu takes the deployed network: call reparameterize_model first.")
-        self.convs = pyramid.convs
-        self.fuse = PackedConv2d(pyramid.fuse.conv, pyramid.act)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        brought: list[torch.Tensor] = []
-        for i, conv in enumerate(self.convs):
-            brought.append(conv(features[i]))
-        return self.fuse(torch.cat(brought, dim=1))
+        return layer.reparam_conv
+    return layer
 
 
-class _FusedMLP(nn.Module):
-    """MONAI's ``MLPBlock`` in eval mode (dropout off) with its first linear layer + GELU as one kernel."""
-
-    def __init__(self, mlp: MLPBlock) -> None:
-        super().__init__()
-        self.linear1 = PackedLinear(mlp.linear1, mlp.fn)
-        self.linear2 = PackedLinear(mlp.linear2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.linear1(x))
+def _packed(layer: nn.Module, activation: nn.Module | None = None) -> nn.Module:
+    return PackedLinear(layer, activation) if isinstance(layer, nn.Linear) else PackedConv2d(layer, activation)
 
 
-_FUSED_BLOCKS = {MultiBranchBlock: _FusedMultiBranch, LocalPyramid: _FusedLocalPyramid, MLPBlock: _FusedMLP}
+def _fuse_pairs(model: nn.Module) -> None:
+    for block in list(model.modules()):
+        for layer_name, act_name in _FUSED_PAIRS.get(type(block), ()):
+            layer = _plain_layer(getattr(block, layer_name))
+            setattr(block, layer_name, _packed(layer, getattr(block, act_name)))
+            setattr(block, act_name, nn.Identity())
 
 
-def _replace_children(module: nn.Module, fuse_blocks: bool) -> None:
+def _pack_the_rest(module: nn.Module) -> None:
+    """Every remaining ``nn.Conv2d`` (numeric zero padding) and ``nn.Linear`` under ``module`` -> its packed form."""
     for name, child in module.named_children():
-        fused = _FUSED_BLOCKS.get(type(child)) if fuse_blocks else None
         if isinstance(child, NeighborhoodAttention):
             continue  # its projections are batched matrix products on its own layout (its module docstring)
-        if fused is not None:
-            replacement: nn.Module = fused(child)
-        elif type(child) is nn.Conv2d and child.padding_mode == "zeros" and not isinstance(child.padding, str):
-            replacement = PackedConv2d(child)
-        elif type(child) is nn.Linear:
-            replacement = PackedLinear(child)
+        if (type(child) is nn.Conv2d and child.padding_mode == "zeros" and not isinstance(child.padding, str)) or (
+            type(child) is nn.Linear
+        ):
+            setattr(module, name, _packed(child))
         else:
-            _replace_children(child, fuse_blocks)
-            continue
-        _replace_children(replacement, fuse_blocks)  # e.g. the pyramid's own convs
-        setattr(module, name, replacement)
+            _pack_the_rest(child)
 
 
 def _inference_copy(model: nn.Module) -> nn.Module:
@@ -268,23 +228,50 @@ def pack_for_cpu(model: nn.Module) -> nn.Module:
     if not onednn_available():
         raise RuntimeError("this PyTorch build has no oneDNN (torch.backends.mkldnn) inference primitives.")
     model = _inference_copy(model)
-    _replace_children(model, fuse_blocks=False)
+    _pack_the_rest(model)
     return model
+
+
+def fusable(model: nn.Module) -> bool:
+    """Whether :func:`fuse_for_cpu` applies: a 2D :class:`LMNet` with its weights on the CPU, and oneDNN here."""
+    return (isinstance(model, LMNet) and model.spatial_dims == 2 and onednn_available()
+            and all(p.device.type == "cpu" for p in model.parameters()))
 
 
 def fuse_for_cpu(model: nn.Module) -> nn.Module:
-    """A copy of the deployed 2D ``model`` (:class:`LMNet` after ``reparameterize_model``) on oneDNN kernels with
-    pre-packed weights and fused activations (see the module docstring); ``model`` is left untouched.
+    """A copy of the deployed 2D ``model`` (:class:`LMNet` after ``reparameterize_model``, on the CPU) on oneDNN
+    kernels with pre-packed weights and fused activations (see the module docstring); ``model`` is left untouched.
 
     Raises:
-        ValueError: ``model`` is not a 2D LMNet in its deployed form.
-        RuntimeError: this PyTorch build has no oneDNN inference primitives (see :func:`onednn_available`).
+        ValueError: ``model`` is not a deployed 2D LMNet on the CPU, or oneDNN is missing (see :func:`fusable`).
     """
-    if not isinstance(model, LMNet) or model.spatial_dims != 2:
-        raise ValueError(f"fuse_for_cpu takes a 2D LMNet, got {type(model).__name__}"
-                         f"{'' if not isinstance(model, LMNet) else f' with spatial_dims={model.spatial_dims}'}.")
-    if not onednn_available():
-        raise RuntimeError("this PyTorch build has no oneDNN (torch.backends.mkldnn) inference primitives.")
+    if not fusable(model):
+        raise ValueError(f"fuse_for_cpu takes a 2D LMNet on the CPU with oneDNN present, got {type(model).__name__}"
+                         f"{f' with spatial_dims={model.spatial_dims}' if isinstance(model, LMNet) else ''}.")
     model = _inference_copy(model)
-    _replace_children(model, fuse_blocks=True)
+    _fuse_pairs(model)
+    _pack_the_rest(model)
     return model
+
+
+def cpu_inference_network(model: nn.Module) -> nn.Module:
+    """``model`` as CPU fp32 inference runs it: :func:`fuse_for_cpu` of it when :func:`fusable` and the fused copy
+    reproduces ``model`` on a probe input (to 1e-4 relative to the logits' scale), else ``model`` itself (with a
+    warning when the copy failed or disagreed, e.g. on a PyTorch build whose private oneDNN operators differ)."""
+    if not fusable(model):
+        return model
+    probe = torch.randn(1, model.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    try:
+        fused = fuse_for_cpu(model)
+        with torch.inference_mode():
+            expected, got = model(probe), fused(probe)
+        error = float((got - expected).abs().max())
+    except (RuntimeError, TypeError, ValueError) as err:
+        logger.warning("oneDNN kernels unavailable (%s); inference runs PyTorch's own modules", err)
+        return model
+    if not error <= 1e-4 * max(1.0, float(expected.abs().max())):
+        logger.warning("oneDNN kernels disagree with PyTorch's modules on a probe input (max |difference| %.2e); "
+                       "inference runs PyTorch's own modules", error)
+        return model
+    logger.info("inference on oneDNN kernels with pre-packed weights and fused activations (fp32)")
+    return fused

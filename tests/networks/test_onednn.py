@@ -113,7 +113,7 @@ def test_only_the_deployed_2d_lmnet_is_fused():
         fuse_for_cpu(LMNet(**SMALL))
     with pytest.raises(ValueError, match="2D LMNet"):
         fuse_for_cpu(reparameterize_model(LMNet(spatial_dims=3, **SMALL)))
-    with pytest.raises(ValueError, match="2D LMNet, got UNet"):
+    with pytest.raises(ValueError, match="2D LMNet on the CPU with oneDNN present, got UNet"):
         fuse_for_cpu(UNet(2, 1, 2, (4, 8), (2,)))
 
 
@@ -149,6 +149,6 @@ def test_the_runtime_keeps_pytorchs_modules_when_the_fused_copy_disagrees(monkey
 
     monkeypatch.setattr(onednn, "_activation", lambda module: ("none", None))
     deployed = reparameterize_model(LMNet(**SMALL))
-    with caplog.at_level("WARNING", logger="bundle.runtimes"):
+    with caplog.at_level("WARNING", logger="bundle.networks.onednn"):
         assert runtime_network(deployed, "torch", "fp32") is deployed
     assert "disagree with PyTorch's modules" in caplog.text
