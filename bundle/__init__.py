@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 __version__ = "0.11.0"
 
 _MODULES = (
-    "batch_norm", "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers", "io",
-    "losses", "metrics", "networks", "predictor", "reports", "segmenter", "settings", "tasks", "tracking",
+    "allocator", "batch_norm", "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers",
+    "io", "losses", "metrics", "networks", "predictor", "reports", "segmenter", "settings", "tasks", "tracking",
     "training_state", "transforms", "warm_start", "weight_average",
 )
 
@@ -21,6 +21,7 @@ __all__ = [*_MODULES, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the modules load on first access
     from . import (  # noqa: F401
+        allocator,
         batch_norm,
         checkpoints,
         config,
