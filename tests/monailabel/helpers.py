@@ -198,3 +198,11 @@ def run_bundle_inference(
     if result.returncode != 0:
         raise RuntimeError(f"bundle inference failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                            f"{result.stderr[-3000:]}")
+
+
+def voxels_allowed_to_differ(size: int) -> int:
+    """How many of ``size`` label voxels a server's label may differ from the bundle's by: one in 10,000, at least one.
+    The server runs MONAI Label's torch build (bundle/monailabel/requirements.txt), whose kernels round differently
+    from the main environment's, so a voxel whose lesion probability lies within rounding of the threshold may flip;
+    other weights or settings than the bundle's change a large share of the voxels."""
+    return max(1, size // 10000)

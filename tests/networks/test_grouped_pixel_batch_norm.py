@@ -134,3 +134,13 @@ def test_lmnet_training_step_equals_the_one_with_pytorchs_batch_norm():
         torch.testing.assert_close(grads[name], g_ref, rtol=1e-3, atol=1e-3 * scale, msg=name)
     for name, b_ref in buffers_ref.items():
         torch.testing.assert_close(buffers[name].float(), b_ref.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_metatensor_input():
+    from monai.data import MetaTensor
+
+    reference, grouped = _pair(24)
+    x = _input((2, 24, 4, 8))
+    with torch.no_grad():
+        got = grouped(MetaTensor(x, meta={"filename_or_obj": "slice.nii.gz"}))
+        torch.testing.assert_close(torch.as_tensor(got), reference(x), rtol=1e-4, atol=1e-4)

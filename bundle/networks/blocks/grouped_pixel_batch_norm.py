@@ -44,8 +44,9 @@ def _ungrouped(t: torch.Tensor, channels: int) -> torch.Tensor:
     modify its output in place (a view made inside a custom Function may not be)."""
     n, kc, h, wk = t.shape
     w = wk * (kc // channels)
-    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), (n, channels, h, w),
-                               (h * w * channels, 1, w * channels, channels))
+    out = torch.empty((0,), dtype=t.dtype, device=t.device)  # a plain tensor, also for a MetaTensor input
+    return out.set_(t.untyped_storage(), t.storage_offset(), (n, channels, h, w), (h * w * channels, 1, w * channels,
+                                                                                   channels))
 
 
 class _GroupedPixelBatchNormFunction(torch.autograd.Function):
