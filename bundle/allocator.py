@@ -3,9 +3,8 @@
 A training step at 128 x 128 with batches of 16 allocates and frees dozens of activation tensors of 5-35 MB every
 step. glibc serves blocks above its mmap threshold (dynamic, at most 32 MB) with a fresh ``mmap`` and returns them to
 the system on free, and it trims freed memory at the top of the heap; either way the next step's tensors land on
-new pages, and the kernel zero-fills every 4 KiB page on first touch. On this project's CPU that page-fault work
-took a third of some element-wise operators' time and made their timings erratic (a depthwise convolution took
-2.6 ms or 28 ms depending on where its output landed).
+new pages, and the kernel zero-fills every 4 KiB page on first touch, which made the same operators' timings
+erratic from one call to the next on this project's CPU (docs/training_log.md, "Training step").
 
 :func:`reuse_freed_memory` tells glibc to serve every block from its heap (``M_MMAP_MAX`` 0) and never to trim it
 (``M_TRIM_THRESHOLD`` the largest value), so freed blocks are reused without new page faults: the arithmetic is

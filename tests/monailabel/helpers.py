@@ -200,9 +200,12 @@ def run_bundle_inference(
                            f"{result.stderr[-3000:]}")
 
 
-def voxels_allowed_to_differ(size: int) -> int:
-    """How many of ``size`` label voxels a server's label may differ from the bundle's by: one in 10,000, at least one.
-    The server runs MONAI Label's torch build (bundle/monailabel/requirements.txt), whose kernels round differently
-    from the main environment's, so a voxel whose lesion probability lies within rounding of the threshold may flip;
-    other weights or settings than the bundle's change a large share of the voxels."""
-    return max(1, size // 10000)
+def assert_same_label(label: np.ndarray, expected: np.ndarray, what: str, server: Server) -> None:
+    """The server's ``label`` equals the bundle's ``expected`` one up to one voxel in 10,000 (at least one): the server
+    runs MONAI Label's torch build (bundle/monailabel/requirements.txt), whose kernels round differently from the main
+    environment's, so a voxel whose lesion probability lies within rounding of the threshold may flip; weights or
+    settings other than the bundle's change a large share of the voxels. A failure quotes the server's log."""
+    assert label.shape == expected.shape, f"{what}: label shape {label.shape}, bundle {expected.shape}"
+    differ, allowed = int((label != expected).sum()), max(1, label.size // 10000)
+    assert differ <= allowed, (f"{what}: {differ} of {label.size} voxels differ from the bundle's (at most {allowed})"
+                               f"\n{server.log_tail(30)}")

@@ -19,7 +19,7 @@ from bundle.checkpoints import read_state_dict
 from bundle.networks import LMNet
 
 from .conftest import Workspace, start_server
-from .helpers import read_label, run_bundle_inference, voxels_allowed_to_differ
+from .helpers import assert_same_label, read_label, run_bundle_inference
 
 CASES = [  # (model, task of the reference, image id, suffix of the returned label)
     ("lmnet_lgg", "lgg", "vol_a", ".nii.gz"),
@@ -37,13 +37,8 @@ def server(workspace: Workspace):
 
 
 def _assert_matches(label, affine, reference, what: str, server) -> None:
-    """The server's label equals the bundle's (up to ``voxels_allowed_to_differ``: rounding at the threshold)."""
     expected, expected_affine = reference
-    assert label.shape == expected.shape, f"{what}: label shape {label.shape}, bundle {expected.shape}"
-    differ = int((label != expected).sum())
-    allowed = voxels_allowed_to_differ(label.size)
-    assert differ <= allowed, (f"{what}: {differ} of {label.size} voxels differ from the bundle's (at most {allowed})"
-                               f"\n{server.log_tail(30)}")
+    assert_same_label(label, expected, what, server)
     assert 0.05 < expected.mean() < 0.95, f"{what}: the reference is nearly uniform, the comparison proves little"
     if expected_affine is not None:
         np.testing.assert_allclose(affine, expected_affine, atol=1e-4, err_msg=f"{what}: affine")
@@ -114,5 +109,4 @@ def test_train_fine_tunes_from_shipped_weights(server, workspace, tmp_path):
     run_bundle_inference(workspace.bundle_root, "lgg", workspace.inputs["vol_a"],
                          tmp_path / "tuned", workspace.env, ["--ckpt_path", str(checkpoint)])
     expected = np.asarray(nib.load(tmp_path / "tuned" / "vol_a_seg.nii.gz").dataobj)
-    assert label.shape == expected.shape, server.log_tail(30)
-    assert int((label != expected).sum()) <= voxels_allowed_to_differ(label.size), server.log_tail(30)
+    assert_same_label(label, expected, "lmnet_lgg with the fine-tuned weights", server)
