@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bundle.networks import LMNet
 from bundle.networks.blocks.grouped_pixel_batch_norm import GroupedPixelBatchNorm2d, pixel_group
 
 CL = torch.channels_last
@@ -98,42 +97,6 @@ def test_torchscript_runs_the_batch_norm():
     x = _input((2, 24, 4, 8))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), grouped.eval()(x))
-
-
-def _plain_batch_norms(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` with every GroupedPixelBatchNorm2d replaced by an nn.BatchNorm2d of the same state."""
-    plain = copy.deepcopy(network)
-    for module in list(plain.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, GroupedPixelBatchNorm2d):
-                bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum)
-                bn.load_state_dict(child.state_dict())
-                setattr(module, child_name, bn)
-    return plain
-
-
-def test_lmnet_training_step_equals_the_one_with_pytorchs_batch_norm():
-    """The network as it trains (channels-last, training mode, dropout on): outputs, every parameter's gradient and
-    every running statistic match the same network built on nn.BatchNorm2d."""
-    torch.manual_seed(0)
-    network = LMNet(spatial_dims=2, in_channels=3, out_channels=2).to(memory_format=CL).train()
-    assert any(isinstance(m, GroupedPixelBatchNorm2d) for m in network.modules())
-    plain = _plain_batch_norms(network).train()
-    assert not any(isinstance(m, GroupedPixelBatchNorm2d) for m in plain.modules())
-    x = torch.rand(4, 3, 64, 64).contiguous(memory_format=CL)
-    results = []
-    for net in (plain, network):
-        torch.manual_seed(1)  # the same dropout masks
-        out = net(x)
-        out.square().mean().backward()
-        results.append((out, {n: p.grad for n, p in net.named_parameters()}, dict(net.named_buffers())))
-    (out_ref, grads_ref, buffers_ref), (out, grads, buffers) = results
-    torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
-    for name, g_ref in grads_ref.items():
-        scale = max(1e-3, g_ref.abs().max().item())
-        torch.testing.assert_close(grads[name], g_ref, rtol=1e-3, atol=1e-3 * scale, msg=name)
-    for name, b_ref in buffers_ref.items():
-        torch.testing.assert_close(buffers[name].float(), b_ref.float(), rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_metatensor_input():

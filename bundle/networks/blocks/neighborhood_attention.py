@@ -142,7 +142,8 @@ class _NeighborhoodAttentionFunction(torch.autograd.Function):
         grad = grad.contiguous()
         grad_attn = _neighborhood_logits(grad, qkv[:, 2], kh, kw)
         grad_logits = attn * (grad_attn - (attn * grad_attn).sum(-3, keepdim=True))
-        grad_qkv = torch.zeros_like(qkv)
+        grad_qkv = torch.empty_like(qkv)
+        grad_qkv[:, 1:].zero_()  # the scatters below add into k's and v's gradients; q's is written whole
         grad_qkv[:, 0] = _neighborhood_aggregate(grad_logits, qkv[:, 1], kh, kw).mul_(scale)
         _neighborhood_scatter(grad_logits, qkv[:, 0] * scale, kh, kw, grad_qkv[:, 1])
         _neighborhood_scatter(attn, grad, kh, kw, grad_qkv[:, 2])

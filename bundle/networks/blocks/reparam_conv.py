@@ -14,10 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers.factories import Norm
 
+from .depthwise_conv import Depthwise5x5Conv2d
 from .grouped_pixel_batch_norm import GroupedPixelBatchNorm2d
 from .layers import conv_layer
 
-__all__ = ["fuse_conv_bn", "ConvNorm", "MultiKernelDepthwiseConv", "batch_norm_layer", "default_branch_kernels"]
+__all__ = [
+    "fuse_conv_bn", "ConvNorm", "MultiKernelDepthwiseConv", "batch_norm_layer", "conv_norm_conv",
+    "default_branch_kernels",
+]
 
 
 def fuse_conv_bn(
@@ -75,7 +79,7 @@ class ConvNorm(nn.Module):
         deploy: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = conv_layer(spatial_dims, in_channels, out_channels, kernel_size, stride, groups, bias or deploy)
+        self.conv = conv_norm_conv(spatial_dims, in_channels, out_channels, kernel_size, stride, groups, bias or deploy)
         self.norm: nn.Module | None = None if deploy else batch_norm_layer(spatial_dims, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +105,19 @@ class ConvNorm(nn.Module):
         self.conv.weight.copy_(kernel)
         self.conv.bias.copy_(bias)
         self.norm = None
+
+
+def conv_norm_conv(
+    spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride: int, groups: int,
+    bias: bool,
+) -> nn.Module:
+    """The convolution of a :class:`ConvNorm` (arguments as :func:`conv_layer`): :class:`Depthwise5x5Conv2d` for a 2D
+    5 x 5 depthwise one without bias (``nn.Conv2d``'s function, state dict and initialization, a faster weight gradient
+    on CPU), :func:`conv_layer` otherwise."""
+    ks = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    if spatial_dims == 2 and ks == (5, 5) and stride == 1 and groups == in_channels == out_channels and not bias:
+        return Depthwise5x5Conv2d(in_channels)
+    return conv_layer(spatial_dims, in_channels, out_channels, kernel_size, stride, groups, bias)
 
 
 def batch_norm_layer(spatial_dims: int, channels: int) -> nn.modules.batchnorm._BatchNorm:
