@@ -17,6 +17,7 @@ probability is ``1 - ceil(p * 2^24) / 2^24``, within 2^-24 of ``1 - p``.
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,11 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ParallelDropout", "parallel_dropout_mask", "parallel_pass", "MASK_CHUNK"]
+__all__ = ["ParallelDropout", "parallel_dropout_mask", "parallel_pass", "fill_uniform", "MASK_CHUNK"]
 
 MASK_CHUNK = 1 << 19  # values drawn by one PCG64 stream; fixed, so a mask does not depend on the thread count
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+if hasattr(os, "register_at_fork"):  # a forked child (e.g. a data-loader worker) has none of the parent's threads
+    os.register_at_fork(after_in_child=_pools.clear)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -42,11 +45,11 @@ def _fill_chunk(out: np.ndarray, seed: int, chunk: int) -> None:
     stream.random(out=out[chunk * MASK_CHUNK : (chunk + 1) * MASK_CHUNK], dtype=np.float32)
 
 
-def _fill_uniform(out: np.ndarray, seed: int) -> None:
+def fill_uniform(out: np.ndarray, seed: int, threads: int) -> None:
     """Fill the 1D float32 array ``out`` with uniform numbers in [0, 1): chunk i from the PCG64 stream seeded by
-    (``seed``, i)."""
+    (``seed``, i), the chunks shared over up to ``threads`` threads (the values do not depend on ``threads``)."""
     chunks = math.ceil(out.size / MASK_CHUNK)
-    workers = min(chunks, max(1, torch.get_num_threads()))
+    workers = min(chunks, max(1, threads))
     if workers <= 1:
         for chunk in range(chunks):
             _fill_chunk(out, seed, chunk)
@@ -61,7 +64,7 @@ def parallel_dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
     mask = torch.empty_like(like, dtype=torch.float32, device="cpu")  # like's layout when it is dense
     flat = torch.empty(0, dtype=torch.float32).set_(mask.untyped_storage())  # the same memory, in memory order
-    _fill_uniform(flat.numpy(), seed)
+    fill_uniform(flat.numpy(), seed, torch.get_num_threads())
     flat.ge_(p).div_(1.0 - p)  # PyTorch's dropout: the keep mask (1.0 / 0.0) divided by 1 - p
     return mask
 

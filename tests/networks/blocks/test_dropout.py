@@ -4,12 +4,16 @@ reproducible under torch.manual_seed and independent of the thread count; nn.Dro
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from bundle.networks.blocks.dropout import MASK_CHUNK, ParallelDropout, parallel_dropout_mask
+from bundle.networks.blocks.dropout import MASK_CHUNK, ParallelDropout, fill_uniform, parallel_dropout_mask
 
 
 def _mask_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -111,3 +115,34 @@ def test_torchscript():
     layer = ParallelDropout(0.1).eval()
     x = torch.rand(3, 5)
     torch.testing.assert_close(torch.jit.script(layer)(x), x)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_with_its_own_threads():
+    """After the parent has drawn with its thread pool, a forked child (e.g. a data-loader worker) draws the same
+    numbers with threads of its own (the parent's pool has no threads in the child). The child runs numpy only."""
+    expected = np.empty(3 * MASK_CHUNK, dtype=np.float32)
+    fill_uniform(expected, 123, threads=2)  # the parent's pool exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: leave without running the parent's teardown, whatever happens
+        try:
+            got = np.empty_like(expected)
+            fill_uniform(got, 123, threads=2)
+            os.write(write, b"same" if np.array_equal(got, expected) else b"different")
+        finally:
+            os._exit(0)
+    os.close(write)
+    reply = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            reply = os.read(read, 64)
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    os.close(read)
+    assert reply == b"same", "the forked child did not draw the parent's numbers within 60 s"
