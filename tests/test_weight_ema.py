@@ -3,6 +3,9 @@ DDP unwrapping, the disabled default, and the handler that drives it from an ign
 
 from __future__ import annotations
 
+import gc
+import time
+
 import pytest
 import torch
 import torch.nn as nn
@@ -85,6 +88,12 @@ def test_average_of_a_ddp_network_has_the_plain_keys(tmp_path):
         ema.update()
         assert set(ema.network.state_dict()) == set(wrapped.module.state_dict())
         assert ema.checkpoint_items() == {"ema": ema}
+        # free DDP while the group is still registered, then let gloo's worker thread finish releasing the
+        # parameter broadcast of DDP's start (it needs the GIL): otherwise the group can be destroyed with DDP at the
+        # test's end, joining that thread while holding the GIL (a deadlock seen once under load)
+        del ema, wrapped
+        gc.collect()
+        time.sleep(0.2)
     finally:
         dist.destroy_process_group()
 
