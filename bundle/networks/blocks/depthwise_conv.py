@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import channels_last_cpu_float32
+
 __all__ = ["Depthwise5x5Conv2d", "depthwise_5x5_weight_grad", "split_grad_pass"]
 
 _conv_backward = torch.ops.aten.convolution_backward
@@ -73,10 +75,8 @@ def split_grad_pass(x: torch.Tensor, weight: torch.Tensor, has_bias: bool) -> bo
     gradient is wanted, there is no bias, and it runs on oneDNN in fp32 (channels-last CPU tensors at least 3 wide, no
     autocast)."""
     return (
-        torch.is_grad_enabled() and weight.requires_grad and not has_bias and x.dim() == 4 and x.device.type == "cpu"
-        and not torch.is_autocast_enabled("cpu") and x.dtype == torch.float32 and weight.dtype == torch.float32
-        and x.shape[3] >= 3 and x.shape[0] > 0 and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
+        torch.is_grad_enabled() and weight.requires_grad and not has_bias and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu") and channels_last_cpu_float32(x) and x.shape[3] >= 3
     )
 
 
@@ -102,7 +102,7 @@ class Depthwise5x5Conv2d(nn.Conv2d):
         super().__init__(channels, channels, 5, padding=2, groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
+        if torch.jit.is_scripting() or torch.jit.is_tracing():  # TorchScript compiles nothing after this return
             return self._conv_forward(x, self.weight, self.bias)
         if split_grad_pass(x, self.weight, self.bias is not None):
             return _depthwise_5x5(x, self.weight)

@@ -58,11 +58,11 @@ def fill_uniform(out: np.ndarray, seed: int, threads: int) -> None:
 
 
 def parallel_dropout_mask(like: torch.Tensor, p: float) -> torch.Tensor:
-    """The scaled keep mask of a dropout with probability ``p`` (0 <= p < 1) for the CPU tensor ``like``: float32, of
-    ``like``'s shape and (when dense) memory layout, each value ``1 / (1 - p)`` (kept) or 0 (dropped), kept
+    """The scaled keep mask of a dropout with probability ``p`` (0 <= p < 1) for the float32 CPU tensor ``like``: of
+    ``like``'s shape, dtype and (when dense) memory layout, each value ``1 / (1 - p)`` (kept) or 0 (dropped), kept
     independently with probability ``1 - p``. One draw from PyTorch's default generator seeds it."""
     seed = int(torch.randint(0, 2**63 - 1, (1,)).item())
-    mask = torch.empty_like(like, dtype=torch.float32, device="cpu")  # like's layout when it is dense
+    mask = torch.empty_like(like)  # a float32 CPU tensor in like's layout when it is dense
     flat = torch.empty(0, dtype=torch.float32).set_(mask.untyped_storage())  # the same memory, in memory order
     fill_uniform(flat.numpy(), seed, torch.get_num_threads())
     flat.ge_(p).div_(1.0 - p)  # PyTorch's dropout: the keep mask (1.0 / 0.0) divided by 1 - p
@@ -94,7 +94,7 @@ class ParallelDropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or torch.jit.is_tracing():
+        if torch.jit.is_scripting() or torch.jit.is_tracing():  # TorchScript compiles nothing after this return
             return F.dropout(x, self.p, self.training, self.inplace)
         if parallel_pass(x, self.p, self.training, self.inplace):
             return _parallel_dropout(x, self.p)

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import channels_last_cpu_float32
+
 __all__ = ["GroupedPixelBatchNorm2d", "pixel_group"]
 
 def pixel_group(channels: int) -> int:
@@ -114,9 +116,8 @@ class GroupedPixelBatchNorm2d(nn.BatchNorm2d):
         whose channels do not fill whole vectors and whose width k divides)."""
         k = pixel_group(self.num_features)
         return (
-            k > 1 and self.affine and x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32
-            and (self.training or not self.track_running_stats) and x.shape[3] % k == 0 and x.shape[0] > 0
-            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            k > 1 and self.affine and (self.training or not self.track_running_stats)
+            and channels_last_cpu_float32(x) and x.shape[3] % k == 0
         )
 
     def _average_factor(self) -> float:

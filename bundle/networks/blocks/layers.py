@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["conv_layer", "check_heads", "interpolation_mode", "avg_pool_layer", "same_padding"]
+__all__ = [
+    "conv_layer", "kernel_tuple", "channels_last_cpu_float32", "check_heads",
+    "interpolation_mode", "avg_pool_layer", "same_padding",
+]
 
 
 def check_heads(width: int, num_heads: int) -> None:
@@ -24,6 +28,23 @@ def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:
         if k % 2 != 1:
             raise ValueError(f"kernel_size must be odd in every dimension, got {tuple(kernel_size)}.")
     return tuple(k // 2 for k in kernel_size)
+
+
+def kernel_tuple(spatial_dims: int, kernel_size: int | Sequence[int]) -> tuple[int, ...]:
+    """``kernel_size`` as one int per spatial dimension (an int k is k in every dimension)."""
+    ks = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(ks) != spatial_dims:
+        raise ValueError(f"kernel_size {ks} must have {spatial_dims} entries (spatial_dims={spatial_dims}).")
+    return ks
+
+
+def channels_last_cpu_float32(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a non-empty (N, C, H, W) float32 CPU tensor in channels-last memory (and not also contiguous,
+    as tensors with a single pixel or channel are): the tensors the training form's CPU fast paths take."""
+    return (
+        x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] > 0
+        and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    )
 
 
 def conv_layer(
@@ -46,9 +67,7 @@ def conv_layer(
         groups: convolution groups (``in_channels`` for a depthwise convolution).
         bias: whether the convolution has a bias.
     """
-    ks = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
-    if len(ks) != spatial_dims:
-        raise ValueError(f"kernel_size {ks} must have {spatial_dims} entries (spatial_dims={spatial_dims}).")
+    ks = kernel_tuple(spatial_dims, kernel_size)
     conv_type = Conv[Conv.CONV, spatial_dims]
     return conv_type(
         in_channels, out_channels, kernel_size=ks, stride=stride, padding=same_padding(ks), groups=groups, bias=bias

@@ -16,7 +16,7 @@ from monai.networks.layers.factories import Norm
 
 from .depthwise_conv import Depthwise5x5Conv2d
 from .grouped_pixel_batch_norm import GroupedPixelBatchNorm2d
-from .layers import conv_layer
+from .layers import conv_layer, kernel_tuple
 
 __all__ = [
     "fuse_conv_bn", "ConvNorm", "MultiKernelDepthwiseConv", "batch_norm_layer", "conv_norm_conv",
@@ -114,8 +114,8 @@ def conv_norm_conv(
     """The convolution of a :class:`ConvNorm` (arguments as :func:`conv_layer`): :class:`Depthwise5x5Conv2d` for a 2D
     5 x 5 depthwise one without bias (``nn.Conv2d``'s function, state dict and initialization, a faster weight gradient
     on CPU), :func:`conv_layer` otherwise."""
-    ks = (kernel_size,) * spatial_dims if isinstance(kernel_size, int) else tuple(kernel_size)
-    if spatial_dims == 2 and ks == (5, 5) and stride == 1 and groups == in_channels == out_channels and not bias:
+    depthwise = groups == in_channels == out_channels and stride == 1 and not bias
+    if depthwise and spatial_dims == 2 and kernel_tuple(spatial_dims, kernel_size) == (5, 5):
         return Depthwise5x5Conv2d(in_channels)
     return conv_layer(spatial_dims, in_channels, out_channels, kernel_size, stride, groups, bias)
 
