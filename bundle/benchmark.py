@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .allocator import reuse_freed_memory
+
 __all__ = [
     "MAC_COUNTER",
     "count_parameters",
@@ -303,23 +305,33 @@ def _reply(label: str, proc, conn):
     return value
 
 
-def _worker(measure: Callable, threads: int, args: tuple, conn) -> None:
+def _process_settings(threads: int, reuse_memory: bool) -> None:
+    """The settings of a measuring process: ``threads`` CPU threads and, with ``reuse_memory``, the allocator setting
+    the bundle's training and inference configs apply (:func:`bundle.allocator.reuse_freed_memory`), whatever network
+    the process times, so that every network is measured under the same allocator."""
+    torch.set_num_threads(threads)
+    reuse_freed_memory(reuse_memory)
+
+
+def _worker(measure: Callable, threads: int, reuse_memory: bool, args: tuple, conn) -> None:
     try:
-        torch.set_num_threads(threads)
+        _process_settings(threads, reuse_memory)
         conn.send(("ok", measure(*args)))
     except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", f"{type(err).__name__}: {err}"))
 
 
-def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the measurement"):
+def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the measurement",
+                     reuse_memory: bool = True):
     """``measure(*args)`` in a fresh (spawned) daemon process (see :func:`_spawn_daemon`) with ``threads`` CPU threads;
     returns its result. ``measure`` and ``args`` must be picklable (module-level functions, ``functools.partial``);
-    ``label`` names what is measured in errors.
+    ``label`` names what is measured in errors; ``reuse_memory``: the process keeps freed memory for reuse, as the
+    bundle's configs run (:func:`bundle.allocator.reuse_freed_memory`; ``False``: glibc's defaults).
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).
     """
-    proc, conn = _spawn_daemon(_worker, (measure, threads, args))
+    proc, conn = _spawn_daemon(_worker, (measure, threads, reuse_memory, args))
     try:
         return _reply(label, proc, conn)
     finally:
@@ -327,11 +339,11 @@ def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the m
 
 
 def _latency_server(build: Callable[[], nn.Module], input_shape: tuple[int, ...], threads: int, repeats: int,
-                    conn) -> None:
+                    reuse_memory: bool, conn) -> None:
     """Build one network (and compile it, by a first forward), then time it whenever the parent asks, until it sends
     ``None``. Replies ``("ok", ms)`` or ``("error", message)``."""
     try:
-        torch.set_num_threads(threads)
+        _process_settings(threads, reuse_memory)
         model = build()
         measure_latency(model, input_shape, threads, repeats=1, warmup=1)
         conn.send(("ok", None))
@@ -343,7 +355,8 @@ def _latency_server(build: Callable[[], nn.Module], input_shape: tuple[int, ...]
 
 
 def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Sequence[int], rounds: int,
-                   threads: int = 2, repeats: int = 5, settle_s: float = 0.2) -> dict[str, list[float]]:
+                   threads: int = 2, repeats: int = 5, settle_s: float = 0.2,
+                   reuse_memory: bool = True) -> dict[str, list[float]]:
     """Median forward latency (ms) of every network in ``builders``, per round, each network in its own process.
 
     Runtimes keep their own worker threads (PyTorch's OpenMP pool, OpenVINO's TBB pool), which spin for a while
@@ -360,6 +373,8 @@ def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Se
         threads: CPU threads of every process.
         repeats: forwards per process and round; the median is kept.
         settle_s: idle seconds between two processes' timings.
+        reuse_memory: every process keeps freed memory for reuse, as the bundle's configs run
+            (:func:`bundle.allocator.reuse_freed_memory`); ``False``: glibc's defaults in every process.
 
     Returns:
         label -> ``rounds`` medians in ms.
@@ -370,7 +385,8 @@ def paired_latency(builders: dict[str, Callable[[], nn.Module]], input_shape: Se
     servers: dict[str, tuple] = {}
     try:
         for label, build in builders.items():
-            servers[label] = _spawn_daemon(_latency_server, (build, tuple(input_shape), threads, repeats))
+            servers[label] = _spawn_daemon(_latency_server, (build, tuple(input_shape), threads, repeats,
+                                                           reuse_memory))
         for label in servers:
             _reply(label, *servers[label])
         times: dict[str, list[float]] = {label: [] for label in servers}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from bundle.allocator import reuse_freed_memory
 from bundle.benchmark import (
     MAC_COUNTER,
     REFERENCE_NETWORKS,
@@ -88,10 +89,18 @@ def _print_ablations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _allocator_note(args: argparse.Namespace) -> str:
+    """How the measuring processes allocate memory, for a table's header."""
+    if args.default_allocator:
+        return "glibc's default allocator settings"
+    return "freed memory reused in every process (bundle.allocator, as the bundle's configs run)"
+
+
 def _print_profile(args: argparse.Namespace) -> int:
     """Operators and modules of LM-Net's deployed forward as the torch fp32 runtime runs it on the CPU (oneDNN
     kernels with pre-packed weights, ``bundle.networks.onednn``), or with ``--plain`` of the deployed network's own
     modules (the form before that)."""
+    reuse_freed_memory(not args.default_allocator)
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
     form = "the deployed network's own modules (plain eager)"
     if not args.plain:
@@ -100,7 +109,7 @@ def _print_profile(args: argparse.Namespace) -> int:
     shape = (1, args.in_channels, args.size, args.size)
     operators, modules = profile_forward(model, shape, threads=2, repeats=args.repeats)
     print(f"# LM-Net deployed forward, {form}, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; {_allocator_note(args)}")
     print(_row(["operator", "share of CPU time (%)", "calls per forward"]))
     print(_row(["---"] * 3))
     for name, share, calls in operators:
@@ -177,7 +186,8 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     repeats = 3 if args.quick else args.repeats
     names = [RUNTIME_NETWORKS[0]] if args.lmnet_only else list(RUNTIME_NETWORKS)
     print(f"# {args.size} x {args.size}, torch {torch.__version__}, {platform.processor() or platform.machine()}; "
-          f"median ms of {repeats} forwards after warm-up; each row in its own process; one run, so compare ratios")
+          f"median ms of {repeats} forwards after warm-up; each row in its own process; {_allocator_note(args)}; "
+          "one run, so compare ratios")
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
@@ -188,7 +198,8 @@ def _print_runtimes(args: argparse.Namespace) -> int:
         paths += [(runtime, precision) for runtime in runtimes for precision in ("fp32", "bf16")]
         for runtime, precision in paths:
             cells = in_fresh_process(_sweep_cells, 2, name, runtime, precision, args.in_channels, args.size,
-                                     settings, repeats, label=f"{name} {runtime} {precision}")
+                                     settings, repeats, label=f"{name} {runtime} {precision}",
+                                     reuse_memory=not args.default_allocator)
             if cells[settings.index(ranked)] != "fails":
                 ranked_paths[name].append(f"{runtime} {precision}")
             print(_row([name, runtime, precision, *cells]), flush=True)
@@ -209,7 +220,8 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
     batch, threads = ranked
     builders = {f"{name} | {path}": partial(_network_path, name, *path.split(" "), args.in_channels, threads)
                 for name, labels in paths.items() for path in labels}
-    timed = paired_latency(builders, (batch, args.in_channels, args.size, args.size), rounds, threads, repeats)
+    timed = paired_latency(builders, (batch, args.in_channels, args.size, args.size), rounds, threads, repeats,
+                           reuse_memory=not args.default_allocator)
     # network -> path -> median ms of the rounds
     ms = {name: {path: statistics.median(timed[f"{name} | {path}"]) for path in labels}
           for name, labels in paths.items()}
@@ -264,12 +276,13 @@ def _print_paired(args: argparse.Namespace) -> int:
             builders[f"{runtime} {precision}"] = partial(_network_path, "LM-Net deployed", runtime, precision,
                                                          args.in_channels, 2)
     shape = (args.batch, args.in_channels, args.size, args.size)
-    times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats)
+    times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats,
+                           reuse_memory=not args.default_allocator)
     unet_ms = times.pop(unet_name)
     print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b{args.batch}, 2 threads; torch "
           f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "
-          f"median of {args.repeats} forwards each; fp32 paths exact to 1e-4, bf16 paths validated by "
-          "scripts/runtime_agreement.py")
+          f"median of {args.repeats} forwards each; {_allocator_note(args)}; fp32 paths exact to 1e-4, bf16 paths "
+          "validated by scripts/runtime_agreement.py")
     print(_row(["LM-Net path", "ms (median of rounds)", "UNet eager fp32 ms", "median ratio", "ratio range"]))
     print(_row(["---"] * 5))
     for path, path_ms in times.items():
@@ -404,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only LM-Net's paths / MONAI UNet eager fp32 (2 threads, batch --batch), timed back to "
                              "back per round")
     parser.add_argument("--batch", type=int, default=1, help="batch size of --paired (default 1)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="time with glibc's default allocator settings instead of the bundle's (every network "
+                             "alike; the bundle's configs keep freed memory for reuse: bundle.allocator)")
     parser.add_argument("--profile", action="store_true",
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     parser.add_argument("--plain", action="store_true",

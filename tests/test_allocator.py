@@ -1,4 +1,4 @@
-"""bundle.allocator: glibc keeps freed memory for reuse once the training config asks for it."""
+"""bundle.allocator: glibc keeps freed memory for reuse once the training or inference config asks for it."""
 
 from __future__ import annotations
 
@@ -56,10 +56,40 @@ def test_disabled_leaves_glibc_mapping_large_blocks():
     assert result["applied"] is False and result["mmapped_blocks_added"] == 1
 
 
-def test_training_config_applies_it_by_default():
+@pytest.mark.parametrize("kind", ["train", "inference"])
+def test_configs_apply_it_by_default(kind):
     from bundle.config import bundle_parser
 
-    parser = bundle_parser(ROOT, "lgg", "train")
+    parser = bundle_parser(ROOT, "lgg", kind)
     assert parser.get_parsed_content("reuse_freed_memory") is True
     assert any("bundle.allocator.reuse_freed_memory(@reuse_freed_memory)" in str(line)
                for line in parser["initialize"])
+
+
+_CONFIG_PROBE = """
+import ctypes, json, sys
+sys.path.insert(0, {root!r})
+from bundle.config import inference_parser
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+inference_parser({root!r}, "lgg", overrides={overrides!r})
+before = libc.mallinfo2().hblks
+block = libc.malloc(64 << 20)
+during = libc.mallinfo2().hblks
+libc.free(block)
+print(json.dumps({{"mmapped_blocks_added": during - before}}))
+"""
+
+
+@pytest.mark.parametrize("setting, mapped", [(True, 0), (False, 1)])
+def test_inference_config_sets_the_process_allocator(setting, mapped):
+    """What the predictor, the segmenter and MONAI Label load (``inference_parser``) applies the setting to the
+    process, and ``reuse_freed_memory false`` leaves glibc mapping a 64 MB block on its own."""
+    code = _CONFIG_PROBE.format(root=str(ROOT), overrides={"reuse_freed_memory": setting})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"mmapped_blocks_added": mapped}
