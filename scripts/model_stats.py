@@ -305,13 +305,14 @@ def _print_volume_seconds(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 255, (256, 256, 40)).astype(np.float32)
     print("\n# seconds per 256 x 256 x 40 volume through the predictor (shipped LGG weights, 2 threads, CPU); "
-          "OpenVINO: its compiled models already in the disk cache, as after a first run")
+          f"OpenVINO: its compiled models already in the disk cache, as after a first run; {_allocator_note(args)}")
     print(_row(["runtime", "precision", "flip averaging", "s / first volume", "s / next volume"]))
     print(_row(["---"] * 5))
     torch.set_num_threads(2)
     for runtime, precision in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
         for flips in ([1], []):
-            overrides = {"tta_flips": flips, "runtime": runtime, "precision": precision}
+            overrides = {"tta_flips": flips, "runtime": runtime, "precision": precision,
+                         "reuse_freed_memory": not args.default_allocator}
             if runtime == "openvino":  # a first predictor fills the disk cache; the timed one reads it
                 Predictor.from_bundle(BUNDLE_ROOT, "lgg", device="cpu", overrides=overrides).predict_array(volume)
             predictor = Predictor.from_bundle(BUNDLE_ROOT, "lgg", device="cpu", overrides=overrides)
