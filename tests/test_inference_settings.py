@@ -20,8 +20,8 @@ from bundle.networks import LMNet
 from scripts import predict
 from tests.conftest import ROOT
 
-BASE = {"roi_size": [64, 64], "tta_flips": [1], "keep_largest_component": False, "lesion_threshold": 0.5,
-        "num_workers": 0}
+BASE = {"roi_size": [64, 64], "tta_flips": [1], "keep_largest_component": False, "min_lesion_size": 0,
+        "lesion_threshold": 0.5, "num_workers": 0}
 VARIANTS = {  # setting -> value other than the base's
     "roi_size": [48, 48],
     "tta_flips": [],
