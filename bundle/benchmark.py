@@ -322,11 +322,12 @@ def _worker(measure: Callable, threads: int, reuse_memory: bool, args: tuple, co
 
 
 def in_fresh_process(measure: Callable, threads: int, *args, label: str = "the measurement",
-                     reuse_memory: bool = True):
+                     reuse_memory: bool = False):
     """``measure(*args)`` in a fresh (spawned) daemon process (see :func:`_spawn_daemon`) with ``threads`` CPU threads;
     returns its result. ``measure`` and ``args`` must be picklable (module-level functions, ``functools.partial``);
     ``label`` names what is measured in errors; ``reuse_memory``: the process keeps freed memory for reuse, as the
-    bundle's configs run (:func:`bundle.allocator.reuse_freed_memory`; ``False``: glibc's defaults).
+    bundle's configs run (:func:`bundle.allocator.reuse_freed_memory`; ``False``, the default: glibc's defaults, under
+    which :func:`measure_peak_memory` and :func:`measure_training_step` measure).
 
     Raises:
         RuntimeError: ``measure`` raised in the worker, or the worker died before reporting (e.g. killed for memory).

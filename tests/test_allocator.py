@@ -15,12 +15,14 @@ pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc settings"
 )
 
-# a fresh process: allocate and free a 64 MB block twice, report glibc's count of mmapped blocks while it is alive
-# (mallinfo2) and whether the second block reused the first one's address
+# a fresh process: run a setup line, then allocate and free a 64 MB block twice; report what the setup returned,
+# glibc's count of mmapped blocks while the first block is alive (mallinfo2) and whether the second block reused the
+# first one's address
 _PROBE = """
 import ctypes, json, sys
 sys.path.insert(0, {root!r})
 import bundle
+import bundle.config
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -28,7 +30,7 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-applied = bundle.allocator.reuse_freed_memory({enabled})
+applied = {setup}
 before = libc.mallinfo2().hblks
 first = libc.malloc(64 << 20)
 during = libc.mallinfo2().hblks
@@ -39,57 +41,35 @@ print(json.dumps({{"applied": applied, "mmapped_blocks_added": during - before, 
 """
 
 
-def _probe(enabled: bool) -> dict:
-    code = _PROBE.format(root=str(ROOT), enabled=enabled)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+def _probe(setup: str) -> dict:
+    code = _PROBE.format(root=str(ROOT), setup=setup)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_large_blocks_come_from_the_heap_and_are_reused():
-    result = _probe(True)
+    result = _probe("bundle.allocator.reuse_freed_memory(True)")
     assert result == {"applied": True, "mmapped_blocks_added": 0, "reused": True}
 
 
 def test_disabled_leaves_glibc_mapping_large_blocks():
     """The control: without the setting glibc maps a 64 MB block on its own (so the test above can fail)."""
-    result = _probe(False)
+    result = _probe("bundle.allocator.reuse_freed_memory(False)")
     assert result["applied"] is False and result["mmapped_blocks_added"] == 1
 
 
-@pytest.mark.parametrize("kind", ["train", "inference"])
-def test_configs_apply_it_by_default(kind):
+def test_training_config_applies_it_by_default():
     from bundle.config import bundle_parser
 
-    parser = bundle_parser(ROOT, "lgg", kind)
+    parser = bundle_parser(ROOT, "lgg", "train")
     assert parser.get_parsed_content("reuse_freed_memory") is True
     assert any("bundle.allocator.reuse_freed_memory(@reuse_freed_memory)" in str(line)
                for line in parser["initialize"])
 
 
-_CONFIG_PROBE = """
-import ctypes, json, sys
-sys.path.insert(0, {root!r})
-from bundle.config import inference_parser
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-inference_parser({root!r}, "lgg", overrides={overrides!r})
-before = libc.mallinfo2().hblks
-block = libc.malloc(64 << 20)
-during = libc.mallinfo2().hblks
-libc.free(block)
-print(json.dumps({{"mmapped_blocks_added": during - before}}))
-"""
-
-
-@pytest.mark.parametrize("setting, mapped", [(True, 0), (False, 1)])
-def test_inference_config_sets_the_process_allocator(setting, mapped):
+@pytest.mark.parametrize("overrides, mapped", [({}, 0), ({"reuse_freed_memory": False}, 1)])
+def test_inference_config_sets_the_process_allocator(overrides, mapped):
     """What the predictor, the segmenter and MONAI Label load (``inference_parser``) applies the setting to the
-    process, and ``reuse_freed_memory false`` leaves glibc mapping a 64 MB block on its own."""
-    code = _CONFIG_PROBE.format(root=str(ROOT), overrides={"reuse_freed_memory": setting})
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"mmapped_blocks_added": mapped}
+    process by default, and ``reuse_freed_memory false`` leaves glibc mapping a 64 MB block on its own."""
+    result = _probe(f"bundle.config.inference_parser({str(ROOT)!r}, 'lgg', overrides={overrides!r}) and None")
+    assert result["mmapped_blocks_added"] == mapped
