@@ -334,7 +334,7 @@ def test_evaluate_workflow_writes_metrics(synthetic_lgg, random_checkpoint, tmp_
     assert "| dice |" in (tmp_path / "eval" / "summary.md").read_text()
 
 
-def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_checkpoint, tmp_path):
+def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_checkpoint, tmp_path, capfd):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     volume = inputs / "vol_image.nii.gz"
@@ -357,6 +357,9 @@ def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_
     out_png = Image.open(tmp_path / "out" / "us_seg.png")
     assert out_png.size == Image.open(png).size
     assert set(np.unique(np.asarray(out_png))) <= {0, 255}
+    out, err = capfd.readouterr()
+    assert "Engine run finished" in out + err  # the config's logging reaches the console
+    assert "unable to load" not in out + err  # ... without a line per reader that cannot read a file
 
 
 def test_multi_gpu_config_runs_with_torchrun_on_cpu(synthetic_lgg, tmp_path):
