@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 from monai.engines.utils import default_prepare_batch
 
-from .checkpoints import load_weights, unwrap
+from .checkpoints import unwrap
 from .inferers import plain_tensor
-from .networks.reparam import reparameterize_model
 from .runtimes import runtime_network
+from .segmenter import deployed_network
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +33,16 @@ __all__ = ["EnsembleDistillation", "teacher_network"]
 
 def teacher_network(student: nn.Module, weights: str | os.PathLike, device: torch.device | str | None = None
                     ) -> nn.Module:
-    """The student's architecture with ``weights`` (loaded strictly), re-parameterized, in eval mode, as the torch
-    fp32 runtime runs it on ``device`` (the same function as the weights' training form in eval mode).
+    """A copy of the student's architecture with ``weights``, frozen, as the inference config runs it: deployed
+    (:func:`bundle.segmenter.deployed_network`) on the torch fp32 runtime of ``device`` (default: the student's).
 
     Raises:
         FileNotFoundError: ``weights`` does not exist.
         ValueError: the weights do not fit the student's architecture.
     """
-    network = copy.deepcopy(unwrap(student))
-    load_weights(network, weights)
-    network = reparameterize_model(network, inplace=True)
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    device = torch.device(device) if device is not None else next(network.parameters()).device
-    return runtime_network(network.to(device), "torch", "fp32", device=device)
+    device = torch.device(device) if device is not None else next(student.parameters()).device
+    network = deployed_network(copy.deepcopy(unwrap(student)), weights, device).requires_grad_(False)
+    return runtime_network(network, "torch", "fp32", weights, device)
 
 
 class EnsembleDistillation(nn.Module):
@@ -80,38 +76,34 @@ class EnsembleDistillation(nn.Module):
         self.loss = loss
         self.weight = float(weight)
         # a plain list, not submodules: the teachers are neither trained nor saved with the loss
-        self._teachers = [teacher_network(student, path, device) for path in teachers]
+        self.teachers = [teacher_network(student, path, device) for path in teachers]
         self._targets: torch.Tensor | None = None
-        if self._teachers:
-            logger.info("distilling from %d teachers: %s (weight %g)", len(self._teachers),
+        if self.teachers:
+            logger.info("distilling from %d teachers: %s (weight %g)", len(self.teachers),
                         ", ".join(str(p) for p in teachers), self.weight)
-
-    @property
-    def num_teachers(self) -> int:
-        return len(self._teachers)
 
     @torch.no_grad()
     def teacher_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """The teachers' mean softmax over classes: (B, C, *S) images -> (B, K, *S) float32 probabilities."""
         images = plain_tensor(images)
         total = None
-        for teacher in self._teachers:
+        for teacher in self.teachers:
             probabilities = torch.softmax(teacher(images).float(), dim=1)
             total = probabilities if total is None else total.add_(probabilities)
-        return total.div_(len(self._teachers))
+        return total.div_(len(self.teachers))
 
     def prepare_batch(self, batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
                       **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """MONAI's ``default_prepare_batch`` (image, label), with the teachers' probabilities of the images kept
         for the next call of the loss."""
         images, labels = default_prepare_batch(batchdata, device, non_blocking, **kwargs)
-        if self._teachers:
+        if self.teachers:
             self._targets = self.teacher_probabilities(images)
         return images, labels
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.loss(logits, target)
-        if not self._teachers:
+        if not self.teachers:
             return loss
         targets, self._targets = self._targets, None
         if targets is None or targets.shape != logits.shape:

@@ -4,9 +4,10 @@ batch the trainer prepared; a training run with the overlay trains on it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from ignite.engine import Events
 
 from bundle.distillation import EnsembleDistillation, teacher_network
 from bundle.losses import WeightedCEDiceLoss
@@ -45,7 +46,7 @@ def test_loss_adds_the_divergence_from_the_teachers_mean(tmp_path):
     student = LMNet(**SMALL)
     base = WeightedCEDiceLoss((1.0, 1.0), batch_dice=True)
     distill = EnsembleDistillation(base, student, paths, weight=0.5)
-    assert distill.num_teachers == 2
+    assert len(distill.teachers) == 2
     batch = _batch()
     images, labels = distill.prepare_batch(batch)
     assert torch.equal(images, batch["image"]) and torch.equal(labels, batch["label"])
@@ -67,7 +68,7 @@ def test_loss_adds_the_divergence_from_the_teachers_mean(tmp_path):
 
     loss.backward()  # the divergence reaches the student's parameters, not the teachers'
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
-    assert not any(p.requires_grad for t in distill._teachers for p in t.parameters())
+    assert not any(p.requires_grad for t in distill.teachers for p in t.parameters())
 
 
 def test_without_prepared_batch_the_loss_refuses(tmp_path):
@@ -105,11 +106,6 @@ def test_training_with_the_overlay_distills(synthetic_lgg, tmp_path):
     prepare, so a finished epoch means every step distilled)."""
     teachers = [_teacher_file(tmp_path / f"t{i}.pt", i) for i in (1, 2)]
     small = {f"network_def#{k}": list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}
-    seen = []
-
-    def record(engine):
-        seen.append(float(engine.state.output[0]["loss"]))
-
     wf = checked_workflow(
         ["train.json", "distill.json"], "train", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "train"),
         datalist=str(tmp_path / "datalist.json"), roi_size=[32, 32], num_workers=0, sw_batch_size=8, max_epochs=1,
@@ -117,11 +113,9 @@ def test_training_with_the_overlay_distills(synthetic_lgg, tmp_path):
         **small)
     trainer = wf.trainer
     distill = wf.parser.get_parsed_content("distillation")
-    assert trainer.loss_function is distill and distill.num_teachers == 2 and distill.weight == 2.0
+    assert trainer.loss_function is distill and len(distill.teachers) == 2 and distill.weight == 2.0
     assert trainer.prepare_batch == distill.prepare_batch
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
     wf.run()
     wf.finalize()
-    assert trainer.state.epoch == 1 and len(seen) == trainer.state.iteration > 0
-    assert all(torch.isfinite(torch.tensor(seen)))
+    assert trainer.state.epoch == 1 and math.isfinite(float(trainer.state.output[0]["loss"]))
     assert (tmp_path / "train" / "checkpoints" / "model_final.pt").is_file()
