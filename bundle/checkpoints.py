@@ -146,9 +146,20 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> to
     """
     if not path:
         return network
+    from .networks.ensemble import ProbabilityEnsemble, member_count
+
     target = unwrap(network)
+    state = read_state_dict(path)
     try:
-        target.load_state_dict(read_state_dict(path), strict=True)
+        members = member_count(state)
+    except ValueError:
+        members = 0  # reported by load_state_dict below, with the keys
+    if members and not isinstance(target, ProbabilityEnsemble):
+        raise ValueError(f"weights file {path} holds an ensemble of {members} networks (scripts/build_ensemble.py), "
+                         f"not the weights of one {type(target).__name__}: run it through the inference config, or "
+                         "give one member's weights file.")
+    try:
+        target.load_state_dict(state, strict=True)
     except RuntimeError as err:  # missing / unexpected keys, shape mismatches
         raise ValueError(f"weights file {path} does not fit {type(target).__name__}: {err}") from err
     logger.info("loaded the weights in %s", path)

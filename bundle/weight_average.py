@@ -15,7 +15,7 @@ from .checkpoints import unwrap
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["WeightEMA", "WeightEMAUpdater", "average_state_dicts"]
+__all__ = ["WeightEMA", "WeightEMAUpdater", "average_state_dicts", "check_same_architecture"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,36 @@ class WeightEMAUpdater:
         logger.info("weight EMA (decay %g): %d iterations averaged", self.ema.decay, self.ema.updates)
 
 
+def check_same_architecture(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
+                            ) -> None:
+    """Check that state dicts come from one architecture: the same keys, and each tensor the same shape and dtype.
+
+    Args:
+        states: the state dicts.
+        names: a name per state dict (e.g. its file) for the error messages; default ``#0``, ``#1``, ...
+
+    Raises:
+        ValueError: keys, shapes or dtypes that differ (the message names both state dicts), or a name count that is
+            not the state dict count.
+    """
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(states))]
+    if len(names) != len(states):
+        raise ValueError(f"got {len(names)} names for {len(states)} state dicts.")
+    if not states:
+        return
+    first, first_name = states[0], names[0]
+    for state, name in zip(states[1:], names[1:], strict=True):
+        missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
+        if missing or extra:
+            raise ValueError(f"{name} does not have the keys of {first_name}: missing {missing[:5]}, "
+                             f"unexpected {extra[:5]} ({len(missing)} / {len(extra)} in all).")
+        for key, value in first.items():
+            other = state[key]
+            if other.shape != value.shape or other.dtype != value.dtype:
+                raise ValueError(f"{name}'s {key} is {other.dtype} {tuple(other.shape)}, {first_name}'s is "
+                                 f"{value.dtype} {tuple(value.shape)}: not the same architecture.")
+
+
 def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str] | None = None
                         ) -> dict[str, torch.Tensor]:
     """The uniform average of state dicts of one architecture (a "model soup", Wortsman et al. 2022).
@@ -132,20 +162,8 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], names: Seq
     """
     if len(states) < 2:
         raise ValueError(f"averaging weights needs at least two state dicts, got {len(states)}.")
-    names = list(names) if names is not None else [f"#{i}" for i in range(len(states))]
-    if len(names) != len(states):
-        raise ValueError(f"got {len(names)} names for {len(states)} state dicts.")
-    first, first_name = states[0], names[0]
-    for state, name in zip(states[1:], names[1:], strict=True):
-        missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))
-        if missing or extra:
-            raise ValueError(f"{name} does not have the keys of {first_name}: missing {missing[:5]}, "
-                             f"unexpected {extra[:5]} ({len(missing)} / {len(extra)} in all).")
-        for key, value in first.items():
-            other = state[key]
-            if other.shape != value.shape or other.dtype != value.dtype:
-                raise ValueError(f"{name}'s {key} is {other.dtype} {tuple(other.shape)}, {first_name}'s is "
-                                 f"{value.dtype} {tuple(value.shape)}: not the same architecture.")
+    check_same_architecture(states, names)
+    first = states[0]
     averaged = {}
     for key, value in first.items():
         if value.is_floating_point():

@@ -29,6 +29,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
+from ..networks.ensemble import network_for_weights
 from ..segmenter import deployed_network
 from ..transforms import SaveLabeld
 from .spec import ModelSpec
@@ -118,8 +119,10 @@ class LMNetInferTask(BasicInferTask):
         if cached and cached[1] == mtime and cached[2] == path:
             return cached[0]
         # a copy of the config's network_def (the parsed one stays untouched: re-parsing the config would make new
-        # transforms, which Invertd would not recognise) for every weights file, loaded strictly, re-parameterized
-        network = deployed_network(copy.deepcopy(self._component("network_def")), path, torch.device(device))
+        # transforms, which Invertd would not recognise) for every weights file (an ensemble of copies for an
+        # ensemble file), loaded strictly, re-parameterized
+        network = network_for_weights(copy.deepcopy(self._component("network_def")), path)
+        network = deployed_network(network, path, torch.device(device))
         logger.info("%s: serving weights %s on %s", self.spec.name, path, device)
         self._networks[device] = (network, mtime, path)
         return network

@@ -33,6 +33,7 @@ from .blocks.multi_branch import MultiBranchBlock, SqueezeExcitation
 from .blocks.neighborhood_attention import NeighborhoodAttention
 from .blocks.pyramid import LocalPyramid
 from .blocks.reparam_conv import ConvNorm, MultiKernelDepthwiseConv
+from .ensemble import ProbabilityEnsemble
 from .lmnet import LMNet
 
 __all__ = ["onednn_available", "PackedConv2d", "PackedLinear", "pack_for_cpu", "fusable", "fuse_for_cpu",
@@ -257,7 +258,10 @@ def fuse_for_cpu(model: nn.Module) -> nn.Module:
 def cpu_inference_network(model: nn.Module) -> nn.Module:
     """``model`` as CPU fp32 inference runs it: :func:`fuse_for_cpu` of it when :func:`fusable` and the fused copy
     reproduces ``model`` on a probe input (to 1e-4 relative to the logits' scale), else ``model`` itself (with a
-    warning when the copy failed or disagreed, e.g. on a PyTorch build whose private oneDNN operators differ)."""
+    warning when the copy failed or disagreed, e.g. on a PyTorch build whose private oneDNN operators differ). A
+    :class:`~bundle.networks.ensemble.ProbabilityEnsemble` becomes the ensemble of its members' forms."""
+    if isinstance(model, ProbabilityEnsemble):
+        return model.map_members(cpu_inference_network)
     if not fusable(model):
         return model
     probe = torch.randn(1, model.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
