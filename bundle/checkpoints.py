@@ -21,7 +21,7 @@ import torch
 from .fileio import atomic_path
 
 __all__ = ["METADATA_KEY", "sha256_file", "recorded_digests", "verify_weights", "record_weights", "read_state_dict",
-           "load_weights", "save_weights", "unwrap", "context_slices_of"]
+           "load_weights", "save_weights", "unwrap", "peek_state_dict", "context_slices_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,21 @@ def save_weights(state: dict[str, torch.Tensor] | torch.nn.Module, path: str | o
     return Path(path)
 
 
+def peek_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` memory-mapped, for its keys and shapes: its tensor data is not read, and the file is
+    not digest-checked unless it cannot be read (the loader that uses the weights reads and checks it itself), so a
+    damaged shipped file is reported as such, not as an unpickling error.
+
+    Raises:
+        ValueError: an unreadable file (a shipped one that fails its digest says so).
+    """
+    try:
+        return _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
+    except Exception as err:  # any unpickling failure: the digest check names the cause where it can
+        verify_weights(path)
+        raise ValueError(f"weights file {path} cannot be read: {err}") from err
+
+
 def context_slices_of(path: str | os.PathLike | None) -> int:
     """The ``context_slices`` (neighbours on each side of a slice, 2.5D input) that the weights in ``path`` were
     trained with, read from the input channels C of their first convolution (the first tensor of three or more
@@ -188,9 +203,7 @@ def context_slices_of(path: str | os.PathLike | None) -> int:
     gives 0 (the loader then reports the missing file). For networks whose input channels are not slices (RGB
     images) the setting must be given instead (the Kvasir overlay pins it).
 
-    Only the shapes are read (the file is memory-mapped, its tensor data never loaded); the loader that uses the
-    weights reads and digest-checks the file itself. A file that cannot be read is digest-checked here, so a damaged
-    shipped file is reported as such, not as an unpickling error.
+    Only the shapes are read (:func:`peek_state_dict`).
 
     Raises:
         ValueError: an unreadable file (a shipped one that fails its digest says so), weights with no convolution,
@@ -198,12 +211,7 @@ def context_slices_of(path: str | os.PathLike | None) -> int:
     """
     if not path or not Path(path).is_file():
         return 0
-    try:
-        state = _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
-    except Exception as err:  # any unpickling failure: the digest check names the cause where it can
-        verify_weights(path)
-        raise ValueError(f"weights file {path} cannot be read: {err}") from err
-    for value in state.values():
+    for value in peek_state_dict(path).values():
         if value.dim() >= 3:
             channels = int(value.shape[1])
             if channels % 2 == 0:

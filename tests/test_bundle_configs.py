@@ -334,6 +334,25 @@ def test_evaluate_workflow_writes_metrics(synthetic_lgg, random_checkpoint, tmp_
     assert "| dice |" in (tmp_path / "eval" / "summary.md").read_text()
 
 
+def test_evaluate_workflow_runs_an_ensemble_file(synthetic_lgg, random_checkpoint, tmp_path):
+    from bundle.checkpoints import read_state_dict, save_weights
+    from bundle.networks import ProbabilityEnsemble
+    from bundle.networks.ensemble import ensemble_state_dict
+
+    second = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+              for k, v in read_state_dict(random_checkpoint).items()}
+    ensemble = save_weights(ensemble_state_dict([read_state_dict(random_checkpoint), second]), tmp_path / "e.pt")
+    wf = _workflow(
+        ["train.json", "evaluate.json"], "eval", dataset_dir=str(synthetic_lgg), output_dir=str(tmp_path / "eval"),
+        datalist=str(tmp_path / "datalist.json"), ckpt_path=str(ensemble), **FAST,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    assert isinstance(wf.evaluator.network, ProbabilityEnsemble) and len(wf.evaluator.network.members) == 2
+    assert len((tmp_path / "eval" / "metrics.csv").read_text().splitlines()) == 2
+
+
 def test_inference_workflow_nifti_and_png(synthetic_lgg, synthetic_busi, random_checkpoint, tmp_path, capfd):
     inputs = tmp_path / "inputs"
     inputs.mkdir()

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..checkpoints import peek_state_dict
+from ..weight_average import check_same_architecture
+
 __all__ = ["ProbabilityEnsemble", "ensemble_state_dict", "member_count", "network_for_weights"]
 
 _MEMBER_KEY = re.compile(r"^members\.(\d+)\.")
@@ -71,8 +74,6 @@ def ensemble_state_dict(states: Sequence[Mapping[str, torch.Tensor]], names: Seq
         ValueError: fewer than two state dicts, a state dict that is already an ensemble's, or state dicts of
             different architectures (the message names both, with ``names``).
     """
-    from ..weight_average import check_same_architecture
-
     if len(states) < 2:
         raise ValueError(f"an ensemble needs at least two members, got {len(states)}.")
     names = list(names) if names is not None else [f"#{i}" for i in range(len(states))]
@@ -80,7 +81,8 @@ def ensemble_state_dict(states: Sequence[Mapping[str, torch.Tensor]], names: Seq
         if member_count(state):
             raise ValueError(f"{name} already holds an ensemble of {member_count(state)} networks; give its members.")
     check_same_architecture(states, names)
-    return {f"members.{i}.{key}": value.detach().cpu() for i, state in enumerate(states) for key, value in state.items()}
+    return {f"members.{i}.{key}": value.detach().cpu()
+            for i, state in enumerate(states) for key, value in state.items()}
 
 
 def member_count(state: Mapping[str, torch.Tensor]) -> int:
@@ -106,21 +108,15 @@ def member_count(state: Mapping[str, torch.Tensor]) -> int:
 
 def network_for_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
     """``network`` for a plain weights file (or no file), or a :class:`ProbabilityEnsemble` of as many deep copies of
-    ``network`` as the ensemble file at ``path`` holds. Only the file's keys are read (it is memory-mapped); the
-    loader that uses the weights reads and digest-checks it itself.
+    ``network`` as the ensemble file at ``path`` holds. Only the file's keys are read
+    (:func:`bundle.checkpoints.peek_state_dict`); the loader that uses the weights reads and digest-checks it itself.
 
     Raises:
         ValueError: a file that cannot be read, or an ensemble file whose keys are not numbered members.
     """
-    from ..checkpoints import _state_dict_in, verify_weights
-
     if not path or not Path(path).is_file():
         return network
-    try:
-        state = _state_dict_in(torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True), path)
-    except Exception as err:  # any unpickling failure: the digest check names the cause where it can
-        verify_weights(path)
-        raise ValueError(f"weights file {path} cannot be read: {err}") from err
+    state = peek_state_dict(path)
     try:
         count = member_count(state)
     except ValueError as err:
