@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bundle.checkpoints import read_state_dict, save_weights
@@ -22,27 +23,35 @@ from bundle.weight_average import average_state_dicts
 logger = logging.getLogger("average_weights")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, nargs="+", required=True,
-                        help="two or more weights files of the same network (read only)")
-    parser.add_argument("--output", type=Path, required=True, help="the weights file to write")
+def combine_main(argv: list[str] | None, description: str, combine: Callable[..., dict], noun: str,
+                 weights_help: str) -> int:
+    """The command line shared by the scripts that combine weights files into one: ``--weights`` (two or more,
+    read only, none twice) and ``--output`` (not one of them), ``combine(states, names=...)`` -> the state dict
+    written atomically. Returns the exit status (1 when ``combine`` refuses the files, naming them)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, nargs="+", required=True, help=weights_help)
+    parser.add_argument("--output", type=Path, required=True, help=f"the {noun} weights file to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inputs = {path.resolve() for path in args.weights}
     if args.output.resolve() in inputs:
-        parser.error(f"--output {args.output} is one of the input weights files; write the average elsewhere.")
+        parser.error(f"--output {args.output} is one of the input weights files; write the {noun} elsewhere.")
     if len(inputs) != len(args.weights):
-        parser.error("a weights file is named twice; each input counts once in the average.")
+        parser.error(f"a weights file is named twice; each input counts once in the {noun}.")
     try:
         states = [read_state_dict(path) for path in args.weights]
-        averaged = average_state_dicts(states, names=[str(path) for path in args.weights])
+        combined = combine(states, names=[str(path) for path in args.weights])
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
-    save_weights(averaged, args.output)
-    logger.info("wrote %s: the average of %s", args.output, ", ".join(str(p) for p in args.weights))
+    save_weights(combined, args.output)
+    logger.info("wrote %s: the %s of %s", args.output, noun, ", ".join(str(p) for p in args.weights))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return combine_main(argv, __doc__, average_state_dicts, "average",
+                        "two or more weights files of the same network (read only)")
 
 
 if __name__ == "__main__":
