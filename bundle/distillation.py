@@ -23,6 +23,7 @@ from monai.engines.utils import default_prepare_batch
 
 from .checkpoints import unwrap
 from .inferers import plain_tensor
+from .networks.ensemble import mean_probability
 from .runtimes import runtime_network
 from .segmenter import deployed_network
 
@@ -86,11 +87,7 @@ class EnsembleDistillation(nn.Module):
     def teacher_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """The teachers' mean softmax over classes: (B, C, *S) images -> (B, K, *S) float32 probabilities."""
         images = plain_tensor(images)
-        total = None
-        for teacher in self.teachers:
-            probabilities = torch.softmax(teacher(images).float(), dim=1)
-            total = probabilities if total is None else total.add_(probabilities)
-        return total.div_(len(self.teachers))
+        return mean_probability([teacher(images) for teacher in self.teachers])
 
     def prepare_batch(self, batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False,
                       **kwargs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -118,7 +118,7 @@ def check_same_architecture(states: Sequence[Mapping[str, torch.Tensor]], names:
     """Check that state dicts come from one architecture: the same keys, and each tensor the same shape and dtype.
 
     Args:
-        states: the state dicts.
+        states: one or more state dicts.
         names: a name per state dict (e.g. its file) for the error messages; default ``#0``, ``#1``, ...
 
     Raises:
@@ -128,8 +128,6 @@ def check_same_architecture(states: Sequence[Mapping[str, torch.Tensor]], names:
     names = list(names) if names is not None else [f"#{i}" for i in range(len(states))]
     if len(names) != len(states):
         raise ValueError(f"got {len(names)} names for {len(states)} state dicts.")
-    if not states:
-        return
     first, first_name = states[0], names[0]
     for state, name in zip(states[1:], names[1:], strict=True):
         missing, extra = sorted(set(first) - set(state)), sorted(set(state) - set(first))

@@ -4,8 +4,9 @@ An ensemble file is the state dict of a :class:`ProbabilityEnsemble`: the member
 ``members.0.``, ``members.1.``, ... (``python -m scripts.build_ensemble`` writes one from the members' files). The
 configs build their network with :func:`network_for_weights`, so a plain weights file gives the network itself and an
 ensemble file gives the ensemble of that many copies of it: the weights file alone decides, and every path that loads
-weights into the config's network (the inference and evaluation workflows, the segmenter, the predictor, MONAI Label)
-runs either.
+weights into the config's network (the inference and evaluation workflows, the segmenter, the predictor, the bundle's
+MONAI Label app) runs either. MONAI's own loaders (``monai.bundle.load``, the stock MONAI Label app) build
+``network_def``, one network, and cannot load an ensemble file.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ import torch.nn as nn
 from ..checkpoints import peek_state_dict
 from ..weight_average import check_same_architecture
 
-__all__ = ["ProbabilityEnsemble", "ensemble_state_dict", "member_count", "network_for_weights"]
+__all__ = ["ProbabilityEnsemble", "ensemble_state_dict", "mean_probability", "member_count", "network_for_weights"]
 
 _MEMBER_KEY = re.compile(r"^members\.(\d+)\.")
+
+
+def mean_probability(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The mean over networks of their softmax class probabilities: K tensors (B, C, *S) of logits -> (B, C, *S)
+    float32 (the ensemble's output and the distillation targets of :mod:`bundle.distillation`)."""
+    return torch.stack([torch.softmax(one.float(), dim=1) for one in logits]).mean(0)
 
 
 class ProbabilityEnsemble(nn.Module):
@@ -51,11 +58,7 @@ class ProbabilityEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(0)
-        for i, member in enumerate(self.members):
-            probabilities = torch.softmax(member(x), dim=1)
-            total = probabilities if i == 0 else total + probabilities
-        mean = total / len(self.members)
+        mean = mean_probability([member(x) for member in self.members])
         return mean.clamp_min(1e-30).log()  # its log is about -69, never -inf
 
     def map_members(self, fn) -> ProbabilityEnsemble:

@@ -59,7 +59,7 @@ def test_softmax_of_the_output_is_the_members_mean_probability():
         ProbabilityEnsemble([sure[0]])
 
 
-def test_build_script_writes_a_file_that_loads_into_copies_of_the_network(tmp_path, caplog):
+def test_build_script_writes_a_file_that_loads_into_copies_of_the_network(tmp_path):
     paths = _member_files(tmp_path, in_channels=3)
     digests = [sha256_file(p) for p in paths]
     out = tmp_path / "ensemble" / "model.pt"
