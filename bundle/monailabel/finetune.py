@@ -20,6 +20,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from ..checkpoints import read_state_dict, save_weights
 from ..device import use_amp
 from ..fileio import atomic_path
+from ..networks.ensemble import member_count, member_state_dict, members_in_file, one_member
 from .spec import ModelSpec
 
 __all__ = ["fine_tune"]
@@ -44,6 +45,19 @@ def _overrides(
         "train#dataset#data": train,
         "validate#dataset#data": val,
     }
+
+
+def _single_network_weights(init_weights: str | os.PathLike | None, run_dir: Path) -> str | os.PathLike | None:
+    """``init_weights``, or for an ensemble file the weights of its first member, written to ``run_dir`` (a
+    fine-tuning run trains one network)."""
+    if init_weights is None or members_in_file(init_weights) == 1:
+        return init_weights
+    state = read_state_dict(init_weights)  # digest-checked
+    run_dir.mkdir(parents=True, exist_ok=True)
+    first = save_weights(member_state_dict(state, 0), run_dir / "init_member0.pt")
+    logger.info("%s holds an ensemble of %d networks: fine-tuning its first member (%s)", init_weights,
+                member_count(state), first)
+    return first
 
 
 def _run(spec: ModelSpec, overrides: dict, init_weights: str | os.PathLike | None):
@@ -94,7 +108,7 @@ def fine_tune(
     started = time.time()
     logger.info("%s: %d training and %d validation items, %d epochs", spec.name, len(train), len(val), max_epochs)
     overrides = _overrides(spec, train, val, run_dir, max_epochs, learning_rate, device, num_workers)
-    workflow = _run(spec, overrides, init_weights)
+    workflow = _run(spec, overrides, _single_network_weights(init_weights, run_dir))
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     trainer = workflow.parser.get_parsed_content("train#trainer")
 
@@ -107,7 +121,7 @@ def fine_tune(
     inference = ConfigParser()
     inference.read_config([str(p) for p in spec.inference_configs])
     inference["bundle_root"] = str(spec.bundle_root)
-    inference.get_parsed_content("network_def").load_state_dict(state)
+    one_member(inference.get_parsed_content("network_def")).load_state_dict(state)
     save_weights(state, spec.finetuned)
     stats = {
         "model": spec.name,

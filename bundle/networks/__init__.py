@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from .ensemble import ProbabilityEnsemble, network_for_weights
+from .ensemble import ProbabilityEnsemble, lmnet_ensemble, members_in_file, network_for_weights, one_member
 from .lmnet import LMNet
 from .reparam import reparameterize_model, to_channels_last
 
-__all__ = ["LMNet", "ProbabilityEnsemble", "network_for_weights", "reparameterize_model", "to_channels_last"]
+__all__ = [
+    "LMNet",
+    "ProbabilityEnsemble",
+    "lmnet_ensemble",
+    "members_in_file",
+    "network_for_weights",
+    "one_member",
+    "reparameterize_model",
+    "to_channels_last",
+]

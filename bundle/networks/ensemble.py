@@ -2,11 +2,11 @@
 
 An ensemble file is the state dict of a :class:`ProbabilityEnsemble`: the members' state dicts under the prefixes
 ``members.0.``, ``members.1.``, ... (``python -m scripts.build_ensemble`` writes one from the members' files). The
-configs build their network with :func:`network_for_weights`, so a plain weights file gives the network itself and an
-ensemble file gives the ensemble of that many copies of it: the weights file alone decides, and every path that loads
-weights into the config's network (the inference and evaluation workflows, the segmenter, the predictor, the bundle's
-MONAI Label app) runs either. MONAI's own loaders (``monai.bundle.load``, the stock MONAI Label app) build
-``network_def``, one network, and cannot load an ensemble file.
+configs' ``network_def`` is :func:`lmnet_ensemble` with as many members as their weights file holds
+(:func:`members_in_file`), so a plain weights file gives one LM-Net and an ensemble file the ensemble, through every
+loader that builds ``network_def``: the bundle's workflows, segmenter and predictor, ``monai.bundle.load``, the
+model zoo's ``ckpt_export`` and the stock MONAI Label app. The training config trains one member
+(:func:`one_member`); an ensemble is several training runs put together by the script.
 """
 
 from __future__ import annotations
@@ -22,8 +22,19 @@ import torch.nn as nn
 
 from ..checkpoints import peek_state_dict
 from ..weight_average import check_same_architecture
+from .lmnet import LMNet
 
-__all__ = ["ProbabilityEnsemble", "ensemble_state_dict", "mean_probability", "member_count", "network_for_weights"]
+__all__ = [
+    "ProbabilityEnsemble",
+    "ensemble_state_dict",
+    "lmnet_ensemble",
+    "mean_probability",
+    "member_count",
+    "member_state_dict",
+    "members_in_file",
+    "network_for_weights",
+    "one_member",
+]
 
 _MEMBER_KEY = re.compile(r"^members\.(\d+)\.")
 
@@ -109,21 +120,75 @@ def member_count(state: Mapping[str, torch.Tensor]) -> int:
     return len(indices)
 
 
-def network_for_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
-    """``network`` for a plain weights file (or no file), or a :class:`ProbabilityEnsemble` of as many deep copies of
-    ``network`` as the ensemble file at ``path`` holds. Only the file's keys are read
-    (:func:`bundle.checkpoints.peek_state_dict`); the loader that uses the weights reads and digest-checks it itself.
+def member_state_dict(state: Mapping[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """The state dict of member ``index`` of an ensemble's state dict (its keys without the ``members.<index>.``
+    prefix).
+
+    Raises:
+        ValueError: ``state`` is not an ensemble's, or has no member ``index``.
+    """
+    count = member_count(state)
+    if not 0 <= index < count:
+        raise ValueError(f"no member {index} in a state dict of {count} ensemble members.")
+    prefix = f"members.{index}."
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def members_in_file(path: str | os.PathLike | None) -> int:
+    """How many networks the weights file at ``path`` holds: its member count for an ensemble file, 1 for a plain
+    weights file, and 1 for no path or a missing file (whoever loads the weights reports that). Only the keys are
+    read (:func:`bundle.checkpoints.peek_state_dict`).
 
     Raises:
         ValueError: a file that cannot be read, or an ensemble file whose keys are not numbered members.
     """
     if not path or not Path(path).is_file():
-        return network
-    state = peek_state_dict(path)
+        return 1
     try:
-        count = member_count(state)
+        return max(1, member_count(peek_state_dict(path)))
     except ValueError as err:
         raise ValueError(f"weights file {path}: {err}") from err
-    if count == 0:
+
+
+def lmnet_ensemble(members: int = 1, **kwargs) -> nn.Module:
+    """The bundle's network definition: ``members`` LM-Nets of the same architecture (``kwargs``: the arguments of
+    :class:`bundle.networks.LMNet`), as one :class:`LMNet` for one member and as a :class:`ProbabilityEnsemble` for
+    more. Members after the first are built under a forked random state, so building the definition leaves the global
+    random state as building one LM-Net does (training runs draw the same augmentations either way).
+
+    Raises:
+        ValueError: ``members`` below 1.
+    """
+    if int(members) < 1:
+        raise ValueError(f"members must be 1 or more, got {members}.")
+    first = LMNet(**kwargs)
+    if int(members) == 1:
+        return first
+    with torch.random.fork_rng(devices=[]):
+        rest = [LMNet(**kwargs) for _ in range(int(members) - 1)]
+    return ProbabilityEnsemble([first, *rest])
+
+
+def one_member(network: nn.Module) -> nn.Module:
+    """The network one training run trains for the definition ``network``: ``network`` itself, or the first member
+    of an ensemble (a fresh network of the members' architecture until weights are loaded into it)."""
+    return network.members[0] if isinstance(network, ProbabilityEnsemble) else network
+
+
+def network_for_weights(network: nn.Module, path: str | os.PathLike | None) -> nn.Module:
+    """A network of ``network``'s architecture for the weights file at ``path`` (not loaded): one network (``network``
+    or, for an ensemble, its first member) for a plain file or no file, an ensemble of that many networks for an
+    ensemble file (``network`` itself when it already has that many members, deep copies of one member otherwise).
+    For a weights file other than the one the config's ``network_def`` was built for (MONAI Label's fine-tuned
+    weights).
+
+    Raises:
+        ValueError: a file that cannot be read, or an ensemble file whose keys are not numbered members.
+    """
+    count = members_in_file(path)
+    if isinstance(network, ProbabilityEnsemble) and len(network.members) == count:
         return network
-    return ProbabilityEnsemble([network] + [copy.deepcopy(network) for _ in range(count - 1)])
+    single = one_member(network)
+    if count == 1:
+        return single
+    return ProbabilityEnsemble([single] + [copy.deepcopy(single) for _ in range(count - 1)])
