@@ -157,7 +157,8 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike | None) -> to
     if members and not isinstance(target, ProbabilityEnsemble):
         raise ValueError(f"weights file {path} holds an ensemble of {members} networks (scripts/build_ensemble.py), "
                          f"not the weights of one {type(target).__name__}: run it through the inference config, or "
-                         "give one member's weights file.")
+                         "give one member's weights file (python -m scripts.extract_member --weights <file> --member 0 "
+                         "--output <member file>).")
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:  # missing / unexpected keys, shape mismatches

@@ -48,7 +48,8 @@ class NetworkSpec:
 
 
 NETWORKS: dict[str, NetworkSpec] = {
-    "lmnet": NetworkSpec("LM-Net (this bundle)", {"_target_": "bundle.networks.LMNet"}),
+    "lmnet": NetworkSpec("LM-Net (this bundle)",
+                         {"_target_": "bundle.networks.lmnet_ensemble", "members": "@ensemble_members"}),
     **{key: NetworkSpec(label, config) for key, (label, config) in REFERENCE_NETWORKS.items()},
     "unet_plain": NetworkSpec(
         "MONAI UNet (16..256), plain 15-minute recipe",
@@ -97,10 +98,11 @@ class ComparisonRun:
         out: this network's output folder.
         settings: settings of the configs for every network that follows the configs' recipe (``--bundle-arg``):
             they apply to its training and to its inference (a setting one config lacks is unused there).
+        seed: the training run's random seed (every network, its own recipe or not); None keeps the configs' (0).
     """
 
     def __init__(self, name: str, task: str, dataset_dir: Path, split_file: Path, out: Path,
-                 settings: dict | None = None) -> None:
+                 settings: dict | None = None, seed: int | None = None) -> None:
         self.name, self.spec, self.task = name, NETWORKS[name], task
         self.dataset_dir, self.split_file, self.out = dataset_dir, split_file, out
         self.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ class ComparisonRun:
 
         shared = {} if own_recipe else {k: DefaultParseValue(v) if isinstance(v, str) else v
                                         for k, v in (settings or {}).items()}
-        self.settings = {**shared, **self.spec.train_settings}
+        self.settings = {**shared, **self.spec.train_settings, **({"seed": int(seed)} if seed is not None else {})}
         self.inference_settings = {**shared, **self.spec.inference_settings}
         self.checkpoint: Path | None = None
 
@@ -146,10 +148,33 @@ class ComparisonRun:
         (self.out / "train" / "wall_s.txt").write_text(f"{facts['wall_s']:.1f}\n")
         return facts
 
-    def adopt(self, run_dir: Path) -> dict:
+    def adopt(self, run_dir: Path | list[Path]) -> dict:
         """Use a finished training run of this network (its log beside it: ``<run_dir>.log`` or ``train.log``;
         its wall time from the ``wall_s.txt`` that :meth:`train` writes, else the trainer's own run time in the
-        log)."""
+        log), or several: the mean-probability ensemble of their checkpoints (written to ``<out>/ensemble.pt``),
+        with the runs' epochs and wall times summed (NaN where a run's log is missing) and the median of the runs'
+        median epoch times."""
+        runs = [run_dir] if isinstance(run_dir, Path) else list(run_dir)
+        facts = [self._adopt_one(one) for one in runs]
+        if len(facts) == 1:
+            return facts[0]
+        from .checkpoints import read_state_dict, save_weights
+        from .networks.ensemble import ensemble_state_dict
+
+        if "members" not in self.spec.network_def:  # a definition of one network: its ensemble of copies
+            network = {**self.spec.network_def, **_CHANNELS}
+            wrapped = {"_target_": "bundle.networks.ensemble_of", "network": network, "members": "@ensemble_members"}
+            self.overlay.write_text(json.dumps({"network_def": wrapped}, indent=4) + "\n")
+        checkpoints = [f["checkpoint"] for f in facts]
+        state = ensemble_state_dict([read_state_dict(c) for c in checkpoints], checkpoints)
+        self.checkpoint = save_weights(state, self.out / "ensemble.pt")
+        known = [f["s_per_epoch"] for f in facts if not math.isnan(f["s_per_epoch"])]
+        return {"checkpoint": str(self.checkpoint), "members": checkpoints,
+                "epochs": sum(f["epochs"] for f in facts) if all(f["epochs"] for f in facts) else math.nan,
+                "wall_s": sum(f["wall_s"] for f in facts),
+                "s_per_epoch": statistics.median(known) if known else math.nan}
+
+    def _adopt_one(self, run_dir: Path) -> dict:
         logs = [p for p in (run_dir.with_suffix(".log"), run_dir / "train.log") if p.is_file()]
         text = logs[0].read_text() if logs else ""
         wall = run_dir / "wall_s.txt"
@@ -181,7 +206,9 @@ class ComparisonRun:
         network = parser.get_parsed_content("network_def").eval()
         if any(hasattr(m, "switch_to_deploy") for m in network.modules()):
             network = reparameterize_model(network)
-        shape = (1, int(parser.get_parsed_content("network_def#in_channels")), *parser.get_parsed_content("roi_size"))
+        channels = parser.get_parsed_content("network_def#network#in_channels" if parser.get("network_def#network")
+                                             else "network_def#in_channels")
+        shape = (1, int(channels), *parser.get_parsed_content("roi_size"))
         with torch.no_grad():
             return {"params_m": count_parameters(network) / 1e6, "macs_g": count_macs(network, shape) / 1e9,
                     "ms_per_slice": measure_latency(network, shape, threads=threads, repeats=10)}
@@ -209,8 +236,13 @@ def table(results: dict[str, dict], threads: int) -> str:
         s = r["summary"]
         dice = s["dice/all"]
         ci = f" [{_fmt(dice.get('ci95_low'), 3)}, {_fmt(dice.get('ci95_high'), 3)}]"
-        cells = [NETWORKS[name].label, _fmt(r["params_m"], 2), _fmt(r["macs_g"], 2), _fmt(r["s_per_epoch"], 1),
-                 str(r["epochs"]), _fmt(r["wall_s"] / 60, 1), _fmt(r["ms_per_slice"], 1),
+        label = NETWORKS[name].label
+        if len(r.get("members", [])) > 1:
+            label += f", mean-probability ensemble of {len(r['members'])} runs"
+        epochs = r["epochs"]
+        cells = [label, _fmt(r["params_m"], 2), _fmt(r["macs_g"], 2), _fmt(r["s_per_epoch"], 1),
+                 _fmt(epochs, 0) if isinstance(epochs, float) else str(epochs), _fmt(r["wall_s"] / 60, 1),
+                 _fmt(r["ms_per_slice"], 1),
                  _fmt(dice["mean"], 4) + ci]
         cells += [_fmt(s[f"{m}/all"]["mean"], d) for m, d in
                   (("mdice", 4), ("iou", 4), ("hd95", 2), ("rad", 1), ("precision", 3), ("recall", 3))]

@@ -15,6 +15,9 @@ weights).
         --train-only --output outputs/compare_lmnet
     python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --models lmnet basicunet \
         --run lmnet=outputs/compare_lmnet/lgg/lmnet/train --run basicunet=outputs/compare_bunet/lgg/basicunet/train
+    # several runs of one network, comma-separated: the mean-probability ensemble of their checkpoints
+    python -m scripts.compare --task lgg --dataset-dir ../shared/data/lgg --models lmnet \
+        --run lmnet=outputs/seed0/train,outputs/seed2/train,outputs/seed3/train
 
 Columns: parameters, MACs for one slice at the network input, train s/epoch (median over the training epochs), epochs,
 training wall time, inference ms/slice (batch 1, `--threads` CPU threads, LM-Net re-parameterized), and on the test
@@ -48,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS), default=["lmnet", "basicunet", "unet_plain"])
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="training wall-clock budget of every network but unet_plain (15 minutes)")
-    parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
-                        help="a finished training run folder of network NAME, scored instead of training it")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR[,DIR...]",
+                        help="a finished training run folder of network NAME, scored instead of training it; "
+                             "several folders, comma-separated: the mean-probability ensemble of their checkpoints")
     parser.add_argument("--train-only", action="store_true",
                         help="train and stop: no cost, no test scoring (score later with --run)")
+    parser.add_argument("--seed", type=int, help="the training runs' random seed (default: the configs' 0)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the inference timing")
     parser.add_argument("--output", type=Path, default=ROOT / "outputs" / "compare")
     parser.add_argument("--bundle-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -73,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {}
     for name in args.models:
-        run = ComparisonRun(name, args.task, args.dataset_dir.resolve(), split_file, out_root / name, settings)
-        trained = run.adopt(Path(finished[name]).resolve()) if name in finished else run.train(args.budget_minutes)
+        run = ComparisonRun(name, args.task, args.dataset_dir.resolve(), split_file, out_root / name, settings,
+                            args.seed)
+        if name in finished:
+            folders = [Path(folder).resolve() for folder in finished[name].split(",")]
+            trained = run.adopt(folders[0] if len(folders) == 1 else folders)
+        else:
+            trained = run.train(args.budget_minutes)
         if args.train_only:
             results[name] = trained
             logger.info("%s trained: %s", name, trained)

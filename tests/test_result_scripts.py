@@ -74,7 +74,9 @@ def test_comparison_trains_with_the_configs_recipe_and_bundle_args_replace_its_s
                           parse_settings(["lesion_weight=4.0"]))
     plain_flags = _flags(plain.training_command(tmp_path / "run", 100, 101, 900))
     assert plain_flags["lesion_weight"] == [1.0]
-    assert plain_flags["train#random_transforms"] == ["$@train#flip_transforms"]
+    assert plain_flags["train#random_transforms"] == ["$@train#flip_transforms"] and "seed" not in plain_flags
+    seeded = ComparisonRun("unet_plain", "lgg", tmp_path / "data", tmp_path / "split.json", tmp_path / "p", seed=3)
+    assert _flags(seeded.training_command(tmp_path / "run", 100, 101, 900))["seed"] == [3]  # its own recipe too
     with pytest.raises(ValueError, match=r"--bundle-arg 'lesion_weight': expected KEY=VALUE"):
         parse_settings(["lesion_weight"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
@@ -309,6 +311,43 @@ def test_comparison_runs_end_to_end_on_synthetic_volumes(synthetic_lgg, tmp_path
     assert 0 <= run["summary"]["dice/all"]["mean"] <= 1 and "mdice/slices" in run["summary"]
     table_text = (scored / "lgg" / "table.md").read_text()
     assert "MONAI BasicUNet" in table_text and "n/a |" not in table_text.split("\n")[2].split("|")[4]
+
+
+@pytest.mark.parametrize("name", ["lmnet", "unet_plain"])
+def test_comparison_scores_several_runs_as_their_ensemble(name, synthetic_lgg, one_torch_thread, tmp_path):
+    """--run NAME=A,B: the two runs' checkpoints become one ensemble file that the inference config runs (twice one
+    network's parameters and MACs), with the runs' wall times summed; a run without its log leaves the epochs
+    unknown. LM-Net's definition builds the ensemble itself, another network's is wrapped."""
+    from bundle.checkpoints import read_state_dict, save_weights
+    from bundle.data.datalist import build_datalist, write_datalist
+    from bundle.evaluation import read_split
+    from bundle.networks import one_member
+    from bundle.networks.ensemble import member_count
+
+    split = write_datalist(build_datalist(synthetic_lgg, fractions=(0.5, 0.17, 0.33)), tmp_path / "split.json")
+    run = ComparisonRun(name, "lgg", synthetic_lgg, split, tmp_path / name,
+                        {"roi_size": [32, 32], "num_workers": 0, "tta_flips": []})
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        parser = bundle_parser(ROOT, "lgg", "inference", dict(run.inference_settings), [str(run.overlay)])
+        run_dir = tmp_path / f"seed{seed}" / "train"
+        checkpoint = run_dir / "checkpoints" / ("model.pt" if run.spec.validate else "model_final.pt")
+        save_weights(one_member(parser.get_parsed_content("network_def")), checkpoint)
+        (run_dir / "wall_s.txt").write_text(f"{60.0 * seed}\n")
+        runs.append(run_dir)
+    single = run.adopt(runs[0])
+    single_cost = run.cost(threads=1)
+    facts = run.adopt(runs)
+    assert member_count(read_state_dict(facts["checkpoint"])) == 2 and len(facts["members"]) == 2
+    assert facts["wall_s"] == 180.0 and math.isnan(facts["epochs"]) and single["epochs"] == 0
+    cost = run.cost(threads=1)
+    assert cost["params_m"] == pytest.approx(2 * single_cost["params_m"])
+    assert cost["macs_g"] == pytest.approx(2 * single_cost["macs_g"])
+    summary = run.score(read_split(split, "test"))
+    assert 0 <= summary["dice/all"]["mean"] <= 1
+    text = table({name: {**facts, **cost, "summary": summary}}, threads=1)
+    assert "mean-probability ensemble of 2 runs" in text and "| n/a | 3.0 |" in text
 
 
 def test_comparison_refuses_a_run_of_a_network_it_does_not_compare(tmp_path):

@@ -26,6 +26,7 @@ from .lmnet import LMNet
 
 __all__ = [
     "ProbabilityEnsemble",
+    "ensemble_of",
     "ensemble_state_dict",
     "lmnet_ensemble",
     "mean_probability",
@@ -150,23 +151,30 @@ def members_in_file(path: str | os.PathLike | None) -> int:
         raise ValueError(f"weights file {path}: {err}") from err
 
 
-def lmnet_ensemble(members: int = 1, **kwargs) -> nn.Module:
-    """The bundle's network definition: ``members`` LM-Nets of the same architecture (``kwargs``: the arguments of
-    :class:`bundle.networks.LMNet`), as one :class:`LMNet` for one member and as a :class:`ProbabilityEnsemble` for
-    more. Members after the first are built under a forked random state, so building the definition leaves the global
-    random state as building one LM-Net does (training runs draw the same augmentations either way).
+def ensemble_of(network: nn.Module, members: int = 1) -> nn.Module:
+    """``network`` for one member, else a :class:`ProbabilityEnsemble` of ``network`` and ``members - 1`` deep copies
+    of it (the same architecture: weights are loaded into them afterwards).
 
     Raises:
         ValueError: ``members`` below 1.
     """
     if int(members) < 1:
         raise ValueError(f"members must be 1 or more, got {members}.")
-    first = LMNet(**kwargs)
     if int(members) == 1:
-        return first
-    with torch.random.fork_rng(devices=[]):
-        rest = [LMNet(**kwargs) for _ in range(int(members) - 1)]
-    return ProbabilityEnsemble([first, *rest])
+        return network
+    return ProbabilityEnsemble([network] + [copy.deepcopy(network) for _ in range(int(members) - 1)])
+
+
+def lmnet_ensemble(members: int = 1, **kwargs) -> nn.Module:
+    """The bundle's network definition: ``members`` LM-Nets of one architecture (``kwargs``: the arguments of
+    :class:`bundle.networks.LMNet`), as one :class:`LMNet` for one member and as a :class:`ProbabilityEnsemble` of
+    copies for more (:func:`ensemble_of`). It draws from the global random state exactly as one LM-Net does, so a
+    training run's initialisation and augmentations do not depend on the member count.
+
+    Raises:
+        ValueError: ``members`` below 1.
+    """
+    return ensemble_of(LMNet(**kwargs), members)
 
 
 def one_member(network: nn.Module) -> nn.Module:
@@ -188,7 +196,4 @@ def network_for_weights(network: nn.Module, path: str | os.PathLike | None) -> n
     count = members_in_file(path)
     if isinstance(network, ProbabilityEnsemble) and len(network.members) == count:
         return network
-    single = one_member(network)
-    if count == 1:
-        return single
-    return ProbabilityEnsemble([single] + [copy.deepcopy(single) for _ in range(count - 1)])
+    return ensemble_of(one_member(network), count)

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from bundle.checkpoints import context_slices_of, load_weights, read_state_dict, save_weights, sha256_file
-from bundle.networks import LMNet, ProbabilityEnsemble, network_for_weights
-from bundle.networks.ensemble import ensemble_state_dict, member_count
+from bundle.networks import LMNet, ProbabilityEnsemble, lmnet_ensemble, members_in_file, network_for_weights, one_member
+from bundle.networks.ensemble import ensemble_state_dict, member_count, member_state_dict
 from bundle.networks.onednn import PackedConv2d, onednn_available
 from bundle.runtimes import runtime_network
 from bundle.segmenter import Segmenter, deployed_network
@@ -81,6 +81,65 @@ def test_build_script_writes_a_file_that_loads_into_copies_of_the_network(tmp_pa
 
     with pytest.raises(ValueError, match=r"holds an ensemble of 3 networks .* give one member's weights file"):
         load_weights(LMNet(**SMALL, in_channels=3), out)
+
+
+def test_the_network_definition_follows_the_weights_file(tmp_path):
+    paths = _member_files(tmp_path, in_channels=3)
+    out = tmp_path / "ensemble.pt"
+    _build(paths, out)
+    assert [members_in_file(p) for p in (out, paths[0], None, tmp_path / "missing.pt")] == [3, 1, 1, 1]
+
+    # one member is one LM-Net, drawing from the global random state as LMNet does; more members leave that state
+    # as one LM-Net leaves it (a training run's augmentations do not depend on the definition's member count)
+    torch.manual_seed(7)
+    single = lmnet_ensemble(1, **SMALL, in_channels=3)
+    after_single = torch.rand(3)
+    torch.manual_seed(7)
+    ensemble = lmnet_ensemble(3, **SMALL, in_channels=3)
+    after_ensemble = torch.rand(3)
+    assert type(single) is LMNet and isinstance(ensemble, ProbabilityEnsemble) and len(ensemble.members) == 3
+    assert torch.equal(after_single, after_ensemble)
+    assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(),
+                                                 ensemble.members[0].state_dict().values(), strict=True))
+    assert set(ensemble.state_dict()) == set(read_state_dict(out))  # loads the file strictly
+    load_weights(ensemble, out)
+    with pytest.raises(ValueError, match="members must be 1 or more"):
+        lmnet_ensemble(0, **SMALL)
+
+    # what a training run trains, and a network for a weights file other than the definition's
+    assert one_member(ensemble) is ensemble.members[0] and one_member(single) is single
+    assert network_for_weights(ensemble, out) is ensemble
+    assert network_for_weights(ensemble, paths[0]) is ensemble.members[0]
+    _build(paths[:2], tmp_path / "pair.pt")
+    pair = network_for_weights(ensemble, tmp_path / "pair.pt")
+    assert isinstance(pair, ProbabilityEnsemble) and len(pair.members) == 2
+    load_weights(pair, tmp_path / "pair.pt")
+
+    # one member's weights, back out of the file
+    first = member_state_dict(read_state_dict(out), 0)
+    assert all(torch.equal(first[k], v) for k, v in read_state_dict(paths[0]).items()) and len(first) == len(
+        read_state_dict(paths[0]))
+    with pytest.raises(ValueError, match="no member 3"):
+        member_state_dict(read_state_dict(out), 3)
+
+
+def test_extract_member_writes_one_networks_weights(tmp_path, caplog):
+    from scripts import extract_member
+
+    paths = _member_files(tmp_path)
+    out = tmp_path / "ensemble.pt"
+    _build(paths, out)
+    digest = sha256_file(out)
+    assert extract_member.main(["--weights", str(out), "--member", "2", "--output", str(tmp_path / "two.pt")]) == 0
+    assert sha256_file(out) == digest  # input untouched
+    network = load_weights(LMNet(**SMALL), tmp_path / "two.pt")  # strictly, as one network
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in read_state_dict(paths[2]).items())
+    assert extract_member.main(["--weights", str(out), "--member", "3", "--output", str(tmp_path / "x.pt")]) == 1
+    assert extract_member.main(["--weights", paths[0], "--output", str(tmp_path / "y.pt")]) == 1
+    assert "no member 3" in caplog.text and "holds the weights of one network" in caplog.text
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+    with pytest.raises(SystemExit):
+        extract_member.main(["--weights", str(out), "--output", str(out)])
 
 
 def test_build_script_refuses_what_is_not_an_ensemble_of_one_network(tmp_path, caplog):
