@@ -1,7 +1,7 @@
 r"""Average two or more weights files of one network uniformly (a "model soup": every parameter and batch-norm
 statistic the plain mean of its copies) and write the result as a new weights file.
 
-    python -m scripts.average_weights --weights models/model.pt run_a/model_final.pt run_b/model_final.pt \
+    python -m scripts.average_weights --weights run_0/model_final.pt run_a/model_final.pt run_b/model_final.pt \
         --output outputs/soup/model.pt
 
 The inputs are read (digest-checked where they are shipped files) and never modified; the output is written

@@ -1,7 +1,7 @@
 r"""Store two or more weights files of one network as one ensemble weights file: the inference config then runs
 every member and averages their class probabilities (``bundle.networks.ensemble``).
 
-    python -m scripts.build_ensemble --weights models/model.pt run_a/model.pt run_b/model.pt \
+    python -m scripts.build_ensemble --weights run_0/model.pt run_a/model.pt run_b/model.pt \
         --output outputs/ensemble/model.pt
 
 The inputs are read (digest-checked where they are shipped files) and never modified; the output is written

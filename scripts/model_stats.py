@@ -12,6 +12,7 @@ Usage (from the repository root):
                                                   # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
     python -m scripts.model_stats --runtimes --no-compile   # the same without torch.compile (about 11 minutes)
     python -m scripts.model_stats --case-seconds  # only seconds per 256 x 256 x 40 volume through the predictor
+    python -m scripts.model_stats --case-seconds --weights <one member>   # the same for one network of the ensemble
     python -m scripts.model_stats --paired 20     # only LM-Net's paths against MONAI UNet eager fp32, timed back to
                                                   # back in 20 rounds (b1, 2 threads): the median per-round ratio
     python -m scripts.model_stats --paired 20 --compile   # the same plus LM-Net under torch.compile (fp32)
@@ -293,9 +294,9 @@ def _print_paired(args: argparse.Namespace) -> int:
 
 
 def _print_volume_seconds(args: argparse.Namespace) -> None:
-    """Seconds per 256 x 256 x 40 FLAIR-like volume through the predictor with the shipped LGG weights: the first
-    volume of a process (after a 2-slice warm-up that loads the network and, for OpenVINO, reads or converts the
-    model) and the next one."""
+    """Seconds per 256 x 256 x 40 FLAIR-like volume through the predictor with the shipped LGG weights (or
+    ``args.weights``): the first volume of a process (after a 2-slice warm-up that loads the network and, for
+    OpenVINO, reads or converts the model) and the next one."""
     import time
 
     import numpy as np
@@ -304,7 +305,8 @@ def _print_volume_seconds(args: argparse.Namespace) -> None:
 
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 255, (256, 256, 40)).astype(np.float32)
-    print("\n# seconds per 256 x 256 x 40 volume through the predictor (shipped LGG weights, 2 threads, CPU); "
+    weights = f"LGG weights {args.weights}" if args.weights else "shipped LGG weights"
+    print(f"\n# seconds per 256 x 256 x 40 volume through the predictor ({weights}, 2 threads, CPU); "
           f"OpenVINO: its compiled models already in the disk cache, as after a first run; {_allocator_note(args)}")
     print(_row(["runtime", "precision", "flip averaging", "s / first volume", "s / next volume"]))
     print(_row(["---"] * 5))
@@ -312,7 +314,8 @@ def _print_volume_seconds(args: argparse.Namespace) -> None:
     for runtime, precision in (("torch", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
         for flips in ([1], []):
             overrides = {"tta_flips": flips, "runtime": runtime, "precision": precision,
-                         "reuse_freed_memory": not args.default_allocator}
+                         "reuse_freed_memory": not args.default_allocator,
+                         **({"ckpt_path": str(args.weights.resolve())} if args.weights else {})}
             if runtime == "openvino":  # a first predictor fills the disk cache; the timed one reads it
                 Predictor.from_bundle(BUNDLE_ROOT, "lgg", device="cpu", overrides=overrides).predict_array(volume)
             predictor = Predictor.from_bundle(BUNDLE_ROOT, "lgg", device="cpu", overrides=overrides)
@@ -414,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="--runtimes without torch.compile rows (compiling LM-Net takes over 15 min on 2 cores)")
     parser.add_argument("--case-seconds", action="store_true",
                         help="only the last table of --runtimes: s per 256 x 256 x 40 volume through the predictor")
+    parser.add_argument("--weights", type=Path,
+                        help="with --case-seconds / --runtimes: the LGG weights file the predictor runs (default the "
+                             "shipped one, an ensemble of four; e.g. one member, scripts/extract_member.py)")
     parser.add_argument("--paired", type=int, metavar="ROUNDS",
                         help="only LM-Net's paths / MONAI UNet eager fp32 (2 threads, batch --batch), timed back to "
                              "back per round")

@@ -7,8 +7,8 @@ weights on the slices they read, centred, zeros on the added neighbours), for ``
     python -m monai.bundle run --config_file configs/train.json --context_slices 1 \
         --init_weights outputs/warm/model.pt ...
 
-The target network is the training config's ``network_def`` (plus the task overlay) with ``context_slices`` set; the
-input weights file is never modified.
+The target network is one network of the training config's ``network_def`` (plus the task overlay) with
+``context_slices`` set; the input weights file is never modified.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from bundle.checkpoints import read_state_dict, save_weights
 from bundle.config import bundle_parser, parsed
 from bundle.evaluation import BUNDLE_ROOT
+from bundle.networks import one_member
 from bundle.tasks import TASKS
 from bundle.warm_start import widen_to_context
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output {args.output} is the input weights file; write the result elsewhere.")
     try:
         config = bundle_parser(BUNDLE_ROOT, args.task, "train", {"context_slices": args.context_slices})
-        target = parsed(config, "network_def").state_dict()
+        target = one_member(parsed(config, "network_def")).state_dict()  # the network one training run trains
         widened = widen_to_context(read_state_dict(args.weights), target, args.context_slices)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)

@@ -18,9 +18,10 @@ from monai.bundle import ConfigWorkflow
 from monai.transforms import Compose
 from PIL import Image
 
+from bundle.checkpoints import context_slices_of
 from bundle.data.datalist import build_datalist, write_datalist
 from bundle.gpu_check import free_tcp_port
-from bundle.networks import LMNet
+from bundle.networks import LMNet, network_for_weights
 from bundle.training_state import latest_checkpoint
 from tests.conftest import ROOT, SHARED_DATA
 
@@ -90,11 +91,26 @@ def test_verify_net_in_out():
 
 
 def test_ckpt_export_torchscript(random_checkpoint, tmp_path):
+    """The model zoo's export of the shipped weights (network_def follows models/model.pt: the LGG ensemble), and of
+    a weights file of one's own, given as ckpt_path too so that network_def follows it (members, input channels)."""
+    shipped = tmp_path / "shipped.ts"
+    result = _bundle_cli(
+        "ckpt_export", "network_def", "--filepath", str(shipped), "--ckpt_file", "models/model.pt",
+        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", ".",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    channels = 1 + 2 * context_slices_of(ROOT / "models" / "model.pt")
+    reference = network_for_weights(LMNet(in_channels=channels), ROOT / "models" / "model.pt").eval()
+    reference.load_state_dict(torch.load(ROOT / "models" / "model.pt", weights_only=True))
+    x = torch.rand(1, channels, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(shipped))(x), reference(x), atol=1e-5, rtol=1e-5)
+
     out = tmp_path / "model.ts"
     result = _bundle_cli(
         "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file", str(random_checkpoint),
         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", ".",
-        "--context_slices", "0",  # the config reads it from ckpt_path (the shipped 2.5D weights); this file is 1-slice
+        "--ckpt_path", str(random_checkpoint),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = torch.jit.load(str(out))

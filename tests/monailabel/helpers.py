@@ -24,6 +24,7 @@ from bundle.checkpoints import record_weights
 from bundle.config import bundle_run_command
 from bundle.data.synthetic import make_synthetic_image, make_synthetic_volume
 from bundle.networks import LMNet
+from bundle.networks.ensemble import ensemble_state_dict
 from tests.helpers import config_segmenter, lesion_logit, randomize_batchnorm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,14 +44,25 @@ def copy_bundle(dest: Path) -> Path:
 
 
 def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.ndarray], seed: int,
-                  spatial_dims: int = 2) -> Path:
+                  spatial_dims: int = 2, members: int = 1) -> Path:
     """Save seeded random LMNet weights (``spatial_dims`` 2 or 3) as ``<bundle_root>/<relative>`` and record their
-    digest. ``images``: (H, W) images or (H, W, D) volumes, as the task's segmenter takes them.
+    digest; with ``members`` above 1, an ensemble file of that many such networks (seeds ``seed``, ``seed + 100``,
+    ...), as the shipped LGG model is. ``images``: (H, W) images or (H, W, D) volumes, as the task's segmenter takes
+    them.
 
-    Random weights alone give an almost constant output; the head is scaled and shifted so that on ``images`` the
-    two classes split the pixels about evenly and depend on the input. A prediction that matches the bundle's own
-    voxel for voxel then proves that these weights, not a fresh initialisation, were loaded.
+    Random weights alone give an almost constant output; each network's head is scaled and shifted so that on
+    ``images`` the two classes split the pixels about evenly and depend on the input. A prediction that matches the
+    bundle's own voxel for voxel then proves that these weights, not a fresh initialisation, were loaded.
     """
+    states = [_calibrated(task, images, seed + 100 * i, spatial_dims).state_dict() for i in range(members)]
+    path = bundle_root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(states[0] if members == 1 else ensemble_state_dict(states), path)
+    record_weights(bundle_root, relative)
+    return path
+
+
+def _calibrated(task: str, images: list[np.ndarray], seed: int, spatial_dims: int) -> LMNet:
     torch.manual_seed(seed)
     net = randomize_batchnorm(LMNet(spatial_dims=spatial_dims, in_channels=1, out_channels=2), seed).eval()
     segmenter = config_segmenter(net, task)
@@ -64,11 +76,7 @@ def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.n
         net.head.weight.mul_(scale)
         net.head.bias.mul_(scale)
         net.head.bias[1] += lesion_logit(task) - scale * float(np.median(margin))
-    path = bundle_root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
-    record_weights(bundle_root, relative)
-    return path
+    return net
 
 
 def write_studies(studies: Path) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import torch
 
 from bundle.checkpoints import read_state_dict
 from bundle.networks import LMNet
+from bundle.networks.ensemble import member_state_dict
 
 from .conftest import Workspace, start_server
 from .helpers import assert_same_label, read_label, run_bundle_inference
@@ -97,7 +98,8 @@ def test_train_fine_tunes_from_shipped_weights(server, workspace, tmp_path):
     assert (stats["epochs"], stats["train_items"], stats["val_items"]) == (1, 1, 1), stats
     assert checkpoint.is_file(), f"no checkpoint at {checkpoint}\n{server.log_tail()}"
 
-    tuned, start = read_state_dict(checkpoint), read_state_dict(shipped)
+    # the shipped file is an ensemble: fine-tuning trains its first member, one network
+    tuned, start = read_state_dict(checkpoint), member_state_dict(read_state_dict(shipped), 0)
     LMNet(spatial_dims=2, in_channels=1, out_channels=2).load_state_dict(tuned, strict=True)
     assert any(not torch.equal(tuned[k], start[k]) for k in start), "fine-tuning left every weight unchanged"
 
