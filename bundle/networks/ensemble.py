@@ -145,8 +145,9 @@ def members_in_file(path: str | os.PathLike | None) -> int:
     """
     if not path or not Path(path).is_file():
         return 1
+    state = peek_state_dict(path)  # its errors name the file
     try:
-        return max(1, member_count(peek_state_dict(path)))
+        return max(1, member_count(state))
     except ValueError as err:
         raise ValueError(f"weights file {path}: {err}") from err
 
