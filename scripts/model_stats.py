@@ -12,7 +12,7 @@ Usage (from the repository root):
                                                   # precision (fp32, bf16), b1/b8, 1/2 threads; seconds per volume
     python -m scripts.model_stats --runtimes --no-compile   # the same without torch.compile (about 11 minutes)
     python -m scripts.model_stats --case-seconds  # only seconds per 256 x 256 x 40 volume through the predictor
-    python -m scripts.model_stats --case-seconds --weights <one member>   # the same for one network of the ensemble
+    python -m scripts.model_stats --case-seconds --weights <file>   # the same for other weights (an ensemble)
     python -m scripts.model_stats --paired 20     # only LM-Net's paths against MONAI UNet eager fp32, timed back to
                                                   # back in 20 rounds (b1, 2 threads): the median per-round ratio
     python -m scripts.model_stats --paired 20 --compile   # the same plus LM-Net under torch.compile (fp32)
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the last table of --runtimes: s per 256 x 256 x 40 volume through the predictor")
     parser.add_argument("--weights", type=Path,
                         help="with --case-seconds / --runtimes: the LGG weights file the predictor runs (default the "
-                             "shipped one, an ensemble of four; e.g. one member, scripts/extract_member.py)")
+                             "shipped one; e.g. an ensemble file, scripts/build_ensemble.py)")
     parser.add_argument("--paired", type=int, metavar="ROUNDS",
                         help="only LM-Net's paths / MONAI UNet eager fp32 (2 threads, batch --batch), timed back to "
                              "back per round")

@@ -2,7 +2,7 @@ r"""Re-estimate the batch-norm statistics of trained weights over batches of the
 (precise batch norm, ``bundle.batch_norm``), and write the result as a new weights file.
 
     python -m scripts.recalibrate_bn --task lgg --dataset-dir ../shared/data/lgg \
-        --weights outputs/member0.pt --output outputs/precise_bn/model.pt --batches 200
+        --weights models/model.pt --output outputs/precise_bn/model.pt --batches 200
 
 The batches are the training patients of the split file (default ``docs/splits/<task>.json``), sampled and augmented
 as ``configs/train.json`` (plus the task overlay and ``--bundle-arg`` settings) does, seeded by its ``seed``. Only the

@@ -91,8 +91,8 @@ def test_verify_net_in_out():
 
 
 def test_ckpt_export_torchscript(random_checkpoint, tmp_path):
-    """The model zoo's export of the shipped weights (network_def follows models/model.pt: the LGG ensemble), and of
-    a weights file of one's own, given as ckpt_path too so that network_def follows it (members, input channels)."""
+    """The model zoo's export of the shipped weights (network_def follows models/model.pt), and of a weights file of
+    one's own, given as ckpt_path too so that network_def follows it (members, input channels)."""
     shipped = tmp_path / "shipped.ts"
     result = _bundle_cli(
         "ckpt_export", "network_def", "--filepath", str(shipped), "--ckpt_file", "models/model.pt",

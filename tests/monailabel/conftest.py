@@ -46,9 +46,9 @@ def monailabel_venv() -> Path:
 
 @pytest.fixture(scope="package")
 def workspace(tmp_path_factory, monailabel_venv) -> Workspace:
-    """A bundle copy with seeded weights for both tasks (digests recorded; LGG's an ensemble of two networks, as the
-    shipped model is one of four), a studies folder with two labelled volumes and a labelled PNG, and a DICOM
-    series."""
+    """A bundle copy with seeded weights for both tasks (digests recorded; LGG's an ensemble file of two networks, so
+    that both apps serve and fine-tune an ensemble file), a studies folder with two labelled volumes and a labelled
+    PNG, and a DICOM series."""
     tmp = tmp_path_factory.mktemp("monailabel")
     root = copy_bundle(tmp / "bundle")
     studies = tmp / "studies"
@@ -60,7 +60,7 @@ def workspace(tmp_path_factory, monailabel_venv) -> Workspace:
     torch.set_num_threads(1)
     try:
         lgg_images = [images["vol_a"][..., 1], images["us_c"], series.pixels]
-        write_weights(root, "models/model.pt", "lgg", lgg_images, seed=0, members=2)  # an ensemble, as shipped
+        write_weights(root, "models/model.pt", "lgg", lgg_images, seed=0, members=2)  # an ensemble file
         write_weights(root, "models/busi/model.pt", "busi", [images["us_c"]], seed=1)
         write_weights(root, "models/lgg3d/model.pt", "lgg3d", [images["vol_a"][..., 1]], seed=2, spatial_dims=3)
     finally:

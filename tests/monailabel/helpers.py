@@ -47,8 +47,8 @@ def write_weights(bundle_root: Path, relative: str, task: str, images: list[np.n
                   spatial_dims: int = 2, members: int = 1) -> Path:
     """Save seeded random LMNet weights (``spatial_dims`` 2 or 3) as ``<bundle_root>/<relative>`` and record their
     digest; with ``members`` above 1, an ensemble file of that many such networks (seeds ``seed``, ``seed + 100``,
-    ...), as the shipped LGG model is. ``images``: (H, W) images or (H, W, D) volumes, as the task's segmenter takes
-    them.
+    ...), the kind of file scripts/build_ensemble.py writes. ``images``: (H, W) images or (H, W, D) volumes, as the
+    task's segmenter takes them.
 
     Random weights alone give an almost constant output; each network's head is scaled and shifted so that on
     ``images`` the two classes split the pixels about evenly and depend on the input. A prediction that matches the
