@@ -14,8 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from bundle.checkpoints import read_state_dict, save_weights
-from bundle.networks.ensemble import member_count, member_state_dict
+from bundle.networks.ensemble import write_member
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.resolve() == args.weights.resolve():
         parser.error(f"--output {args.output} is the input; write the member elsewhere.")
     try:
-        state = read_state_dict(args.weights)
-        count = member_count(state)
-        if count == 0:
-            raise ValueError(f"{args.weights} holds the weights of one network, not an ensemble.")
-        member = member_state_dict(state, args.member)
+        write_member(args.weights, args.member, args.output)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1
-    save_weights(member, args.output)
-    logger.info("wrote %s: member %d of the %d in %s", args.output, args.member, count, args.weights)
+    logger.info("wrote %s: member %d of %s", args.output, args.member, args.weights)
     return 0
 
 

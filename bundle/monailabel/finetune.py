@@ -20,7 +20,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from ..checkpoints import read_state_dict, save_weights
 from ..device import use_amp
 from ..fileio import atomic_path
-from ..networks.ensemble import member_count, member_state_dict, members_in_file, one_member
+from ..networks.ensemble import members_in_file, one_member, write_member
 from .spec import ModelSpec
 
 __all__ = ["fine_tune"]
@@ -52,11 +52,9 @@ def _single_network_weights(init_weights: str | os.PathLike | None, run_dir: Pat
     fine-tuning run trains one network)."""
     if init_weights is None or members_in_file(init_weights) == 1:
         return init_weights
-    state = read_state_dict(init_weights)  # digest-checked
-    run_dir.mkdir(parents=True, exist_ok=True)
-    first = save_weights(member_state_dict(state, 0), run_dir / "init_member0.pt")
+    first = write_member(init_weights, 0, run_dir / "init_member0.pt")
     logger.info("%s holds an ensemble of %d networks: fine-tuning its first member (%s)", init_weights,
-                member_count(state), first)
+                members_in_file(init_weights), first)
     return first
 
 

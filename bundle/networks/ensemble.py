@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoints import peek_state_dict
+from ..checkpoints import peek_state_dict, read_state_dict, save_weights
 from ..weight_average import check_same_architecture
 from .lmnet import LMNet
 
@@ -35,6 +35,7 @@ __all__ = [
     "members_in_file",
     "network_for_weights",
     "one_member",
+    "write_member",
 ]
 
 _MEMBER_KEY = re.compile(r"^members\.(\d+)\.")
@@ -133,6 +134,20 @@ def member_state_dict(state: Mapping[str, torch.Tensor], index: int) -> dict[str
         raise ValueError(f"no member {index} in a state dict of {count} ensemble members.")
     prefix = f"members.{index}."
     return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def write_member(path: str | os.PathLike, index: int, output: str | os.PathLike) -> Path:
+    """Write member ``index`` of the ensemble file at ``path`` (read digest-checked, never modified) as the weights
+    file of one network at ``output`` (atomically). Returns ``output``.
+
+    Raises:
+        ValueError: ``path`` is not an ensemble file or has no member ``index``; an unreadable file.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    state = read_state_dict(path)
+    if member_count(state) == 0:
+        raise ValueError(f"{path} holds the weights of one network, not an ensemble.")
+    return save_weights(member_state_dict(state, index), output)
 
 
 def members_in_file(path: str | os.PathLike | None) -> int:
