@@ -7,8 +7,8 @@ gives the same labels for the same settings.
 
 OpenVINO (``pip install openvino``, the ``openvino`` extra) converts the deployed PyTorch network with a fixed
 spatial input shape (the slices the inferer feeds: ``roi_size``) and a dynamic batch. The converted model is cached
-beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, the input shape and the
-OpenVINO version (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second
+beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, a digest of the network
+code (``bundle/networks``: it defines the converted graph), the input shape and the OpenVINO version (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second
 run skips the conversion; the models compiled from it (one per batch bucket) are cached in its ``compiled/``
 sub-folder, so a second run skips compiling as well. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference
 (AMX / AVX512-BF16 CPUs; on others the plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA,
@@ -21,6 +21,7 @@ real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from .checkpoints import sha256_file
 
 __all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "cpu_has_native_bf16",
            "warn_unless_native_bf16", "bf16_forward", "runtime_network",
-           "OpenVINONetwork", "RuntimeHandler", "batch_bucket"]
+           "OpenVINONetwork", "RuntimeHandler", "batch_bucket", "network_code_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,16 @@ class _TorchBF16(nn.Module):
         return bf16_forward(self.network, x)
 
 
+def network_code_digest() -> str:
+    """SHA-256 (hex) of the source of ``bundle/networks`` (every ``.py`` file, by relative path): the code a converted
+    graph comes from, so a cached conversion is not reused after that code changes."""
+    root = Path(__file__).resolve().parent / "networks"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _cache_root(weights: str | os.PathLike) -> Path:
     beside = Path(weights).resolve().parent / "openvino"
     with contextlib.suppress(OSError):
@@ -148,7 +159,8 @@ class OpenVINONetwork(nn.Module):
         partial = ov.PartialShape([-1, *shape])
         if self._digest is None:
             return ov.convert_model(self.network, example_input=example, input=[partial])
-        name = f"{self._digest[:16]}_{'x'.join(map(str, shape))}_ov{ov.__version__.split('-')[0]}"
+        name = (f"{self._digest[:16]}_{network_code_digest()[:8]}_{'x'.join(map(str, shape))}"
+                f"_ov{ov.__version__.split('-')[0]}")
         xml = self._cache / f"{name}.xml"
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             logger.info("OpenVINO model from the cache: %s", xml)
