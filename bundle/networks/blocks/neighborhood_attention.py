@@ -12,12 +12,6 @@ a right border, whose keys at window column ``col`` are a single column, the pla
 and a single column: views, broadcast, never copied. A pass per window offset (k * k in all) computes the logits and,
 after the softmax, accumulates the weighted values in place. Under autograd a hand-written backward reuses the same
 passes. It scripts, traces and exports to ONNX.
-
-A traced forward (OpenVINO's converter, ONNX export) builds another, equal graph: one ``index_select`` per map
-gathers all k * k window entries of every pixel at once (a constant index), then one product and one sum give the
-logits and one product and one sum the weighted values. A graph runtime runs those few large operations faster than
-the k * k passes' many small ones (OpenVINO CPU, fp32 and bf16); eager PyTorch runs the passes faster, since the
-gathered copies are k * k times the size of a map.
 """
 
 from __future__ import annotations
@@ -98,32 +92,6 @@ def _neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kh: int, kw: in
     return torch.cat(out, -1)
 
 
-def _window_index(h: int, w: int, kh: int, kw: int, device: torch.device) -> torch.Tensor:
-    """Flat index (into a flattened H x W map) of every pixel's window entries under the border rule: a
-    (kh * kw * H * W,) int64 tensor, window offset (row-major) first, then the pixel (row-major)."""
-    rows = _row_starts(h, kh, device).unsqueeze(0) + torch.arange(kh, device=device).unsqueeze(1)  # (kh, H)
-    cols = _row_starts(w, kw, device).unsqueeze(0) + torch.arange(kw, device=device).unsqueeze(1)  # (kw, W)
-    return (rows.view(kh, 1, h, 1) * w + cols.view(1, kw, 1, w)).reshape(-1)
-
-
-def _gathered_logits(q: torch.Tensor, k: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """:func:`_neighborhood_logits` with the window keys of all offsets gathered at once: (..., d, H, W) x2 ->
-    (..., kh * kw, H, W). Holds a (..., d, kh * kw, H * W) copy of ``k``."""
-    h, w = q.shape[-2], q.shape[-1]
-    keys = k.flatten(-2).index_select(-1, _window_index(h, w, kh, kw, q.device))
-    keys = keys.reshape(k.shape[:-2] + (kh * kw, h * w))
-    return (q.flatten(-2).unsqueeze(-2) * keys).sum(-3).reshape(q.shape[:-3] + (kh * kw, h, w))
-
-
-def _gathered_aggregate(attn: torch.Tensor, v: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
-    """:func:`_neighborhood_aggregate` with the window values of all offsets gathered at once: (..., kh * kw, H, W)
-    weights, (..., d, H, W) values -> (..., d, H, W). Holds a (..., d, kh * kw, H * W) copy of ``v``."""
-    h, w = v.shape[-2], v.shape[-1]
-    values = v.flatten(-2).index_select(-1, _window_index(h, w, kh, kw, v.device))
-    values = values.reshape(v.shape[:-2] + (kh * kw, h * w))
-    return (attn.flatten(-2).unsqueeze(-3) * values).sum(-2).reshape(v.shape)
-
-
 def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
     """The adjoint of :func:`_neighborhood_aggregate` in its values, added to ``out``: every pixel's
     ``weights[o] * x`` goes back to the key pixel at window offset ``o``. (..., kh * kw, H, W) weights,
@@ -190,16 +158,11 @@ def _attention_with_backward(qkv: torch.Tensor, scale: float, kh: int, kw: int) 
 def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int, dropout: float = 0.0) -> torch.Tensor:
     """Neighborhood attention of stacked channel-first q, k, v (B, 3, heads, d, H, W) -> (B, heads, d, H, W): the
     softmax(scale * q . k)-weighted window sums of v (``kh <= H``, ``kw <= W``). Under autograd (eager, no dropout)
-    through the hand-written backward; when traced, through the gathered windows (module docstring); else the
-    plain window passes (scripting, no-grad; dropout on the attention weights through autograd)."""
+    through the hand-written backward, else the plain computation (scripting, tracing, no-grad; dropout on the
+    attention weights through autograd)."""
     if dropout == 0.0 and not torch.jit.is_scripting() and not torch.jit.is_tracing():
         if torch.is_grad_enabled() and qkv.requires_grad:
             return _attention_with_backward(qkv, scale, kh, kw)
-    if torch.jit.is_tracing():  # a graph for a graph runtime: few large operations (module docstring)
-        attn = _gathered_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
-        if dropout > 0:
-            attn = torch.nn.functional.dropout(attn, dropout)
-        return _gathered_aggregate(attn, qkv[:, 2], kh, kw)
     attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
     if dropout > 0:
         attn = torch.nn.functional.dropout(attn, dropout)

@@ -228,30 +228,6 @@ def test_torchscript_round_trip(mode, tmp_path):
         torch.testing.assert_close(loaded(inp), module(inp), atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape,kernel_size", CASES)
-def test_traced_gathered_windows_match_brute_force(shape, kernel_size):
-    q, k, v = random_qkv(shape)
-    traced = _quiet(torch.jit.trace, lambda a, b, c: neighborhood_attention_2d(a, b, c, kernel_size), (q, k, v))
-    assert (traced(q, k, v) - reference_attention(q, k, v, kernel_size)).abs().max().item() <= 1e-5
-    if shape[2] >= kernel_size and shape[3] >= kernel_size:  # a trace fixes min(kernel, H/W): larger maps too
-        q2, k2, v2 = random_qkv(shape[:2] + (shape[2] + 3, shape[3] + 2) + shape[4:], seed=1)
-        assert (traced(q2, k2, v2) - reference_attention(q2, k2, v2, kernel_size)).abs().max().item() <= 1e-5
-
-
-def _index_selects(graph) -> int:
-    return sum(node.kind() == "aten::index_select" for node in graph.nodes())
-
-
-def test_a_trace_gathers_each_map_once_and_eager_passes_window_rows():
-    module = NeighborhoodAttention(8, 2, kernel_size=5).eval()
-    x = torch.randn(1, 9, 11, 8)
-    traced = _quiet(torch.jit.trace, module, x)
-    assert _index_selects(traced.inlined_graph) == 2  # keys and values: all 25 window offsets at once
-    with torch.no_grad(), torch.profiler.profile() as prof:  # eager: one gather per window row and map
-        module(x)
-    assert sum(e.count for e in prof.key_averages() if e.key == "aten::index_select") == 2 * 5
-
-
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_onnx_export_matches_pytorch(dynamo, tmp_path):
     ort = pytest.importorskip("onnxruntime")
