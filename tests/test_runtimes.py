@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bundle.config import bundle_run_command
-from bundle.runtimes import OpenVINONetwork, batch_bucket, check_runtime, runtime_network
+from bundle.checkpoints import sha256_file
+from bundle.runtimes import OpenVINONetwork, batch_bucket, check_runtime, network_code_digest, runtime_network
 from bundle.segmenter import Segmenter
 from tests.conftest import ROOT, SHARED_DATA
 from tests.helpers import randomize_batchnorm
@@ -122,7 +123,9 @@ def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
         second_net = OpenVINONetwork(network, "fp32", state)
         second = second_net(torch.cat([x, x[:1]]))  # a batch of 3 runs as the bucket of 4, from the same model
         again = OpenVINONetwork(network, "fp32", state)(x)  # the compiled batch of 2 comes from the cache
-    assert [Path(name).suffix for name in cached] == [".bin", ".xml"] and "_1x64x64_ov" in cached[1]
+    assert [Path(name).suffix for name in cached] == [".bin", ".xml"]
+    code = network_code_digest()  # the network code is part of the name: a code change converts anew
+    assert len(code) == 64 and f"{sha256_file(state)[:16]}_{code[:8]}_1x64x64_ov" in cached[1]
     assert "OpenVINO model from the cache" in caplog.text
     assert blobs and set(second_net._compiled) == {(4, 1, 64, 64)} and second.shape == (3, 2, 64, 64)
     assert len(list(compiled.iterdir())) == len(blobs) + 1  # the bucket of 4 added one; the batch of 2 none
