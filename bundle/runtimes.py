@@ -8,11 +8,12 @@ gives the same labels for the same settings.
 OpenVINO (``pip install openvino``, the ``openvino`` extra) converts the deployed PyTorch network with a fixed
 spatial input shape (the slices the inferer feeds: ``roi_size``) and a dynamic batch. The converted model is cached
 beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, a digest of the network
-code (``bundle/networks``: it defines the converted graph), the input shape and the OpenVINO version (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second
-run skips the conversion; the models compiled from it (one per batch bucket) are cached in its ``compiled/``
-sub-folder, so a second run skips compiling as well. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference
-(AMX / AVX512-BF16 CPUs; on others the plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA,
-reduced precision is the ``amp`` setting (fp16 autocast), as before.
+code (``bundle/networks``: it defines the converted graph), the input shape and the OpenVINO version (or under
+``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second run skips the conversion;
+the models compiled from it (one per batch bucket) are cached in its ``compiled/`` sub-folder, so a second run skips
+compiling as well. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference (AMX / AVX512-BF16 CPUs; on others the
+plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA, reduced precision is the ``amp`` setting
+(fp16 autocast), as before.
 
 The agreement of each runtime / precision with PyTorch fp32 is measured by ``scripts/runtime_agreement.py`` on the
 real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input.

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from bundle.config import bundle_run_command
 from bundle.checkpoints import sha256_file
+from bundle.config import bundle_run_command
 from bundle.runtimes import OpenVINONetwork, batch_bucket, check_runtime, network_code_digest, runtime_network
 from bundle.segmenter import Segmenter
 from tests.conftest import ROOT, SHARED_DATA
