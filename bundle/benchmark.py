@@ -29,6 +29,7 @@ __all__ = [
     "in_fresh_process",
     "paired_latency",
     "module_time_share",
+    "openvino_profile",
     "profile_forward",
     "reference_models",
 ]
@@ -226,6 +227,54 @@ def profile_forward(
         shares.append((name, statistics.median(per_pass) / median_pass))
     modules = sorted(shares, key=lambda kv: kv[1], reverse=True)
     return operators, modules
+
+
+def openvino_profile(
+    model: nn.Module, input_shape: Sequence[int], precision: str = "fp32", threads: int = 2, repeats: int = 20,
+    top: int = 15,
+) -> tuple[list[tuple[str, float, int]], list[tuple[str, float]]]:
+    """Where OpenVINO's CPU plugin spends a forward of ``model`` (converted as the ``openvino`` runtime converts it).
+
+    The plugin's per-node execution times (``PERF_COUNT``), summed over ``repeats`` inferences after a warm-up, on
+    one random input of ``input_shape``.
+
+    Returns:
+        ``(node_types, modules)``: the ``top`` node types (Convolution, Multiply, ...) as ``(type, share of the total
+        0..1, executed nodes per forward)``, and the share of every top-level module of ``model`` (read from the node
+        names the converter gives, ``__module.<name>...``; ``(other)`` for nodes it named otherwise), largest first.
+    """
+    import re
+
+    import openvino as ov
+
+    x = torch.randn(*input_shape)
+    with torch.no_grad():
+        converted = ov.convert_model(model.eval(), example_input=x)
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+              "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"}
+    request = ov.Core().compile_model(converted, "CPU", config).create_infer_request()
+    data = x.numpy()
+    for _ in range(3):
+        request.infer([data])
+    by_type: dict[str, float] = {}
+    executed: dict[str, int] = {}
+    by_module: dict[str, float] = {}
+    for _ in range(repeats):
+        request.infer([data])
+        for node in request.profiling_info:
+            seconds = node.real_time.total_seconds()
+            if seconds <= 0:
+                continue  # not executed (constant, in-place or fused into another node)
+            by_type[node.node_type] = by_type.get(node.node_type, 0.0) + seconds
+            executed[node.node_type] = executed.get(node.node_type, 0) + 1
+            found = re.search(r"__module\.([A-Za-z_][A-Za-z0-9_]*)", node.node_name)
+            module = found.group(1) if found else "(other)"
+            by_module[module] = by_module.get(module, 0.0) + seconds
+    total = sum(by_type.values())
+    types = sorted(by_type.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    node_types = [(name, spent / total, executed[name] // repeats) for name, spent in types]
+    modules = sorted(((name, spent / total) for name, spent in by_module.items()), key=lambda kv: kv[1], reverse=True)
+    return node_types, modules
 
 
 def _status_kib(field: str) -> int:

@@ -6,6 +6,7 @@ Usage (from the repository root):
     python -m scripts.model_stats --compile       # adds torch.compile rows (LM-Net deployed, MONAI UNet)
     python -m scripts.model_stats --profile       # where the deployed forward's time goes (operators, modules)
     python -m scripts.model_stats --profile --plain   # the same for the plain eager modules (before oneDNN)
+    python -m scripts.model_stats --profile --openvino bf16   # the same as OpenVINO runs it (node types, modules)
     python -m scripts.model_stats --ablations     # parameters and MACs of the paper's ablation switches
     python -m scripts.model_stats --volumes       # 3D: LM-Net 3D beside MONAI's 3D UNet, SegResNet, SwinUNETR
     python -m scripts.model_stats --runtimes      # every network x runtime (eager, torch.compile, OpenVINO) x
@@ -17,6 +18,7 @@ Usage (from the repository root):
                                                   # back in 20 rounds (b1, 2 threads): the median per-round ratio
     python -m scripts.model_stats --paired 20 --compile   # the same plus LM-Net under torch.compile (fp32)
     python -m scripts.model_stats --paired 6 --batch 8    # the paired rounds at batch 8
+    python -m scripts.model_stats --paired 20 --baseline-rev <rev>   # every LM-Net path also at another revision
 
 torch.compile rows use ``bundle.benchmark.compile_for_inference`` (Inductor with frozen weights and a C++ wrapper).
 """
@@ -27,6 +29,8 @@ import argparse
 import logging
 import platform
 import statistics
+import subprocess
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +48,7 @@ from bundle.benchmark import (
     measure_peak_memory,
     measure_training_step,
     module_time_share,
+    openvino_profile,
     paired_latency,
     profile_forward,
     reference_models,
@@ -97,12 +102,35 @@ def _allocator_note(args: argparse.Namespace) -> str:
     return "freed memory reused in every process (bundle.allocator, as the bundle's configs run)"
 
 
+def _print_openvino_profile(args: argparse.Namespace, model: torch.nn.Module) -> int:
+    """Node types and modules of LM-Net's deployed forward as OpenVINO's CPU plugin runs it (``--openvino``)."""
+    import openvino
+
+    shape = (1, args.in_channels, args.size, args.size)
+    node_types, modules = openvino_profile(model, shape, args.openvino, threads=2, repeats=args.repeats)
+    version = openvino.__version__.split("-")[0]
+    print(f"# LM-Net deployed forward on OpenVINO {version} (CPU plugin, {args.openvino}; per-node times from "
+          f"PERF_COUNT), {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} inferences")
+    print(_row(["node type", "share of node time (%)", "nodes per forward"]))
+    print(_row(["---"] * 3))
+    for name, share, nodes in node_types:
+        print(_row([name, f"{100 * share:.1f}", str(nodes)]))
+    print()
+    print(_row(["module", "share of node time (%)"]))
+    print(_row(["---"] * 2))
+    for name, share in modules:
+        print(_row([name, f"{100 * share:.1f}"]))
+    return 0
+
+
 def _print_profile(args: argparse.Namespace) -> int:
     """Operators and modules of LM-Net's deployed forward as the torch fp32 runtime runs it on the CPU (oneDNN
     kernels with pre-packed weights, ``bundle.networks.onednn``), or with ``--plain`` of the deployed network's own
-    modules (the form before that)."""
+    modules (the form before that), or with ``--openvino fp32|bf16`` as OpenVINO runs it."""
     reuse_freed_memory(not args.default_allocator)
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
+    if args.openvino:
+        return _print_openvino_profile(args, model)
     form = "the deployed network's own modules (plain eager)"
     if not args.plain:
         model = runtime_network(model, "torch", "fp32")
@@ -153,6 +181,28 @@ def _network_path(name: str, runtime: str, precision: str, in_channels: int, thr
     """A picklable builder for ``paired_latency``'s processes: network ``name`` as ``runtime`` / ``precision``
     run it."""
     return _runner(_network(name, in_channels), runtime, precision, threads)
+
+
+def _lmnet_path_at(root: str, runtime: str, precision: str, in_channels: int, threads: int) -> torch.nn.Module:
+    """A picklable builder for ``paired_latency``'s processes (``--baseline-rev``): LM-Net deployed as ``runtime`` /
+    ``precision`` run it with the code of the checkout ``root``, whose ``bundle`` package replaces this one in the
+    (measuring) process. Weights of seed 0, as :func:`_network`."""
+    import importlib
+    import sys
+
+    for name in [name for name in sys.modules if name == "bundle" or name.startswith("bundle.")]:
+        del sys.modules[name]  # the measuring loop keeps its own references; the network comes from ``root``
+    sys.path.insert(0, root)
+    networks = importlib.import_module("bundle.networks")
+    runtimes = importlib.import_module("bundle.runtimes")
+    if not Path(networks.__file__).resolve().is_relative_to(Path(root).resolve()):
+        raise RuntimeError(f"bundle was imported from {networks.__file__}, not from {root}")
+    torch.manual_seed(0)
+    model = networks.to_channels_last(networks.reparameterize_model(networks.LMNet(in_channels=in_channels))).eval()
+    if runtime == "eager-plain":
+        return model
+    return runtimes.runtime_network(model, "openvino" if runtime == "openvino" else "torch", precision,
+                                    threads=threads)
 
 
 def _sweep_cells(name: str, runtime: str, precision: str, in_channels: int, size: int,
@@ -249,6 +299,9 @@ def _print_best_paths(args: argparse.Namespace, paths: dict[str, list[str]], ran
               f"{lm_paths['eager fp32'] / lm_paths['eager-plain fp32']:.2f}")
 
 
+PAIRED_BASELINE_PATHS = ("eager-plain fp32", "eager fp32", "eager bf16", "openvino fp32", "openvino bf16")
+
+
 def _print_paired(args: argparse.Namespace) -> int:
     """LM-Net's deployed paths (eager, OpenVINO; fp32, bf16; with ``--compile`` torch.compile fp32 too) against MONAI
     UNet (64..1024) eager fp32 at b1 t2, each in its own process (``bundle.benchmark.paired_latency``: one runtime's
@@ -256,7 +309,8 @@ def _print_paired(args: argparse.Namespace) -> int:
     path are timed one after another (``args.repeats`` forwards each), and each path's ratio to that round's UNet
     time is kept; the table gives the median ratio over the rounds (a shared machine's drift moves both sides of a
     round alike) and its range. Two context rows come first: LM-Net's plain eager modules (the form before the
-    oneDNN kernels of the torch runtime) and UNet given the same pre-packed oneDNN convolutions (``pack_for_cpu``)."""
+    oneDNN kernels of the torch runtime) and UNet given the same pre-packed oneDNN convolutions (``pack_for_cpu``).
+    With ``--baseline-rev`` every LM-Net path also runs with that git revision's code, in the same rounds."""
     from bundle.runtimes import check_runtime
 
     unet_name = REFERENCE_NETWORKS["unet"][0]
@@ -277,8 +331,22 @@ def _print_paired(args: argparse.Namespace) -> int:
             builders[f"{runtime} {precision}"] = partial(_network_path, "LM-Net deployed", runtime, precision,
                                                          args.in_channels, 2)
     shape = (args.batch, args.in_channels, args.size, args.size)
-    times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats,
-                           reuse_memory=not args.default_allocator)
+    with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+        if args.baseline_rev:  # the same paths with that revision's code, in the same rounds
+            tree = Path(tmp) / "tree"
+            subprocess.run(["git", "-C", str(BUNDLE_ROOT), "worktree", "add", "--detach", "-f", str(tree),
+                            args.baseline_rev], check=True, capture_output=True)
+            for path in [path for path in builders if path in PAIRED_BASELINE_PATHS]:
+                runtime, precision = path.split()
+                builders[f"{path} at {args.baseline_rev}"] = partial(_lmnet_path_at, str(tree), runtime, precision,
+                                                                     args.in_channels, 2)
+        try:
+            times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats,
+                                   reuse_memory=not args.default_allocator)
+        finally:
+            if args.baseline_rev:
+                subprocess.run(["git", "-C", str(BUNDLE_ROOT), "worktree", "remove", "--force", str(tree)],
+                               check=False, capture_output=True)
     unet_ms = times.pop(unet_name)
     print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b{args.batch}, 2 threads; torch "
           f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "
@@ -424,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only LM-Net's paths / MONAI UNet eager fp32 (2 threads, batch --batch), timed back to "
                              "back per round")
     parser.add_argument("--batch", type=int, default=1, help="batch size of --paired (default 1)")
+    parser.add_argument("--baseline-rev", metavar="REV",
+                        help="with --paired: also time every LM-Net path with the code of this git revision, in the "
+                             "same rounds (a before / after of a speed change)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="time with glibc's default allocator settings instead of the bundle's (every network "
                              "alike; the bundle's configs keep freed memory for reuse: bundle.allocator)")
@@ -431,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the profile of LM-Net's deployed forward (b1, 2 threads): operators and modules")
     parser.add_argument("--plain", action="store_true",
                         help="with --profile: the deployed network's own modules, not the torch runtime's oneDNN form")
+    parser.add_argument("--openvino", choices=["fp32", "bf16"],
+                        help="with --profile: as OpenVINO's CPU plugin runs the deployed network, in this precision "
+                             "(per-node times; needs the openvino extra)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)

@@ -4,12 +4,14 @@ scripts/model_stats.py, never by tests)."""
 from __future__ import annotations
 
 import math
+import subprocess
 from functools import partial
 
 import pytest
 import torch.nn as nn
 
 from bundle.benchmark import in_fresh_process, measure_peak_memory, measure_training_step, profile_forward
+from tests.conftest import ROOT
 
 
 def test_training_step_trains_in_a_fresh_process():
@@ -50,6 +52,26 @@ def test_profile_names_every_child_module_with_a_share_of_the_pass():
     assert all(share > 0 for _, share in modules) and sum(share for _, share in modules) < 1.5
 
 
+def test_openvino_profile_splits_the_forward_by_node_type_and_by_module(capsys):
+    """`model_stats --profile --openvino` (small input): node types and LM-Net's modules with their shares."""
+    pytest.importorskip("openvino")
+    from bundle.benchmark import openvino_profile
+    from bundle.networks import LMNet, reparameterize_model
+
+    model = reparameterize_model(LMNet().eval())
+    node_types, modules = openvino_profile(model, (1, 1, 32, 32), "fp32", threads=1, repeats=2, top=100)
+    assert "Convolution" in {name for name, _, _ in node_types}
+    assert all(0 < share <= 1 and nodes >= 1 for _, share, nodes in node_types)
+    assert math.isclose(sum(share for _, share, _ in node_types), 1.0, rel_tol=1e-6)
+    names = {name for name, _ in modules}
+    assert {"enc1", "lft1", "gft", "head"} <= names and math.isclose(sum(s for _, s in modules), 1.0, rel_tol=1e-6)
+    from scripts.model_stats import main
+
+    assert main(["--profile", "--openvino", "bf16", "--size", "32", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(CPU plugin, bf16; per-node times from PERF_COUNT)" in out and "| lft1 | " in out
+
+
 def test_peak_memory_reports_a_failed_forward_instead_of_waiting():
     with pytest.raises(RuntimeError, match=r"peak memory on input \(1, 1, 8, 8, 8\) failed"):
         measure_peak_memory(partial(nn.Conv2d, 1, 2, 3, padding=1), (1, 1, 8, 8, 8), threads=1)
@@ -84,11 +106,19 @@ def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
     pytest.importorskip("openvino")
     from scripts.model_stats import main
 
-    assert main(["--paired", "2", "--size", "32", "--repeats", "1"]) == 0
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the checkout is not a git repository (--baseline-rev needs one)")
+    rev = head.stdout.strip()
+    assert main(["--paired", "2", "--size", "32", "--repeats", "1", "--baseline-rev", rev]) == 0
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and not line.startswith("| LM-Net path") and "---" not in line]
-    assert [row[0] for row in rows] == ["eager-plain fp32", "(MONAI UNet (64..1024, 2 res units), eager-packed fp32)",
-                                        "eager fp32", "eager bf16", "openvino fp32", "openvino bf16"]
+    paths = ["eager-plain fp32", "(MONAI UNet (64..1024, 2 res units), eager-packed fp32)",
+             "eager fp32", "eager bf16", "openvino fp32", "openvino bf16"]
+    # --baseline-rev: every LM-Net path once more, with that revision's code (here the committed one)
+    assert [row[0] for row in rows] == paths + [f"{path} at {rev}" for path in paths if "UNet" not in path]
+    assert "lmnet_baseline_" not in subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                                                   text=True).stdout  # the temporary checkout is gone
     for name, ms, unet_ms, _, ratio_range in rows:
         low, high = (float(v) for v in ratio_range.split("-"))
         ms, unet_ms = float(ms), float(unet_ms)
