@@ -228,6 +228,27 @@ def test_torchscript_round_trip(mode, tmp_path):
         torch.testing.assert_close(loaded(inp), module(inp), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape,kernel_size", CASES)
+def test_traced_attention_matches_brute_force(shape, kernel_size):
+    q, k, v = random_qkv(shape)
+    traced = _quiet(torch.jit.trace, lambda a, b, c: neighborhood_attention_2d(a, b, c, kernel_size), (q, k, v))
+    assert (traced(q, k, v) - reference_attention(q, k, v, kernel_size)).abs().max().item() <= 1e-5
+    if shape[2] >= kernel_size and shape[3] >= kernel_size:  # a trace fixes min(kernel, H/W): larger maps too
+        q2, k2, v2 = random_qkv(shape[:2] + (shape[2] + 3, shape[3] + 2) + shape[4:], seed=1)
+        assert (traced(q2, k2, v2) - reference_attention(q2, k2, v2, kernel_size)).abs().max().item() <= 1e-5
+
+
+def test_a_trace_sums_the_logits_channels_by_matrix_products():
+    module = NeighborhoodAttention(8, 2, kernel_size=3).eval()
+    x = torch.randn(1, 9, 11, 8)
+    graph = _quiet(torch.jit.trace, module, x).inlined_graph
+    matmuls = sum(node.kind() == "aten::matmul" for node in graph.nodes())
+    assert matmuls == 3 * 3 * 3  # every window offset x the left border, interior and right border columns
+    with torch.no_grad(), torch.profiler.profile() as prof:  # eager sums instead
+        module(x)
+    assert not [e for e in prof.key_averages() if e.key == "aten::matmul"]
+
+
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_onnx_export_matches_pytorch(dynamo, tmp_path):
     ort = pytest.importorskip("onnxruntime")
