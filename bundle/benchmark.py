@@ -6,11 +6,15 @@ each number. Timing happens here, never in tests.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import statistics
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -32,6 +36,7 @@ __all__ = [
     "openvino_profile",
     "profile_forward",
     "reference_models",
+    "revision_checkout",
 ]
 
 MAC_COUNTER = (
@@ -227,6 +232,26 @@ def profile_forward(
         shares.append((name, statistics.median(per_pass) / median_pass))
     modules = sorted(shares, key=lambda kv: kv[1], reverse=True)
     return operators, modules
+
+
+@contextlib.contextmanager
+def revision_checkout(repository: str | Path, rev: str) -> Iterator[Path]:
+    """A temporary detached checkout (``git worktree``) of revision ``rev`` of ``repository``, removed on exit: the
+    code a before / after timing runs as "before" (``--baseline-rev`` of ``scripts/model_stats.py`` and
+    ``scripts/benchmark_training.py``).
+
+    Raises:
+        subprocess.CalledProcessError: ``repository`` is not a git repository or has no revision ``rev``.
+    """
+    with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", "-f", str(tree), rev], check=True,
+                       capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force", str(tree)], check=False,
+                           capture_output=True)
 
 
 def openvino_profile(

@@ -15,6 +15,7 @@ the median over all timed steps. Timings on a busy machine are noisy: compare th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import statistics
@@ -23,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bundle.benchmark import REFERENCE_NETWORKS, count_parameters, network_from_def
+from bundle.benchmark import REFERENCE_NETWORKS, count_parameters, network_from_def, revision_checkout
 
 logger = logging.getLogger("benchmark_training")
 
@@ -52,13 +53,6 @@ def _run_step(bundle_root: Path, network_def: dict | None, args: argparse.Namesp
     return json.loads(result.stdout.strip().splitlines()[-1])["ms"]
 
 
-def _worktree(rev: str, folder: Path) -> Path:
-    """A detached checkout of ``rev`` in ``folder`` (git worktree)."""
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
-                   capture_output=True)
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128, help="square slice side (default 128)")
@@ -76,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # (label, code, bundle root, network_def or None for LM-Net, config overrides)
     rows: list[tuple[str, str, Path, dict | None, dict | None]] = [("LM-Net", "working tree", ROOT, None, None)]
-    with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+    with contextlib.ExitStack() as stack:
         if args.compile:
             rows.append(("LM-Net + torch.compile", "working tree", ROOT, None, COMPILED_TRAINER_NETWORK))
         if args.baseline_rev:
-            rows.append(("LM-Net", args.baseline_rev, _worktree(args.baseline_rev, Path(tmp) / "tree"), None, None))
+            tree = stack.enter_context(revision_checkout(ROOT, args.baseline_rev))
+            rows.append(("LM-Net", args.baseline_rev, tree, None, None))
         if args.bf16:
             rows.append(("LM-Net, precision bf16", "working tree", ROOT, None, BF16))
         if not args.lmnet_only:
@@ -91,15 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.bf16:
                     rows.append((f"{label}, precision bf16", "working tree", ROOT, net, BF16))
         times: dict[int, list[float]] = {i: [] for i in range(len(rows))}
-        try:
-            for r in range(args.rounds):
-                for i, (label, rev, root, net, overrides) in enumerate(rows):
-                    times[i] += _run_step(root, net, args, overrides)
-                    logger.info("round %d, %s (%s): %.0f ms/step", r + 1, label, rev, statistics.median(times[i]))
-        finally:
-            if args.baseline_rev:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp) / "tree")],
-                               check=False, capture_output=True)
+        for r in range(args.rounds):
+            for i, (label, rev, root, net, overrides) in enumerate(rows):
+                times[i] += _run_step(root, net, args, overrides)
+                logger.info("round %d, %s (%s): %.0f ms/step", r + 1, label, rev, statistics.median(times[i]))
 
     from bundle.networks import LMNet
 

@@ -26,11 +26,10 @@ torch.compile rows use ``bundle.benchmark.compile_for_inference`` (Inductor with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import platform
 import statistics
-import subprocess
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from bundle.benchmark import (
     paired_latency,
     profile_forward,
     reference_models,
+    revision_checkout,
 )
 from bundle.networks import LMNet, reparameterize_model, to_channels_last
 from bundle.networks.blocks import NeighborhoodAttention
@@ -331,22 +331,15 @@ def _print_paired(args: argparse.Namespace) -> int:
             builders[f"{runtime} {precision}"] = partial(_network_path, "LM-Net deployed", runtime, precision,
                                                          args.in_channels, 2)
     shape = (args.batch, args.in_channels, args.size, args.size)
-    with tempfile.TemporaryDirectory(prefix="lmnet_baseline_") as tmp:
+    with contextlib.ExitStack() as stack:
         if args.baseline_rev:  # the same paths with that revision's code, in the same rounds
-            tree = Path(tmp) / "tree"
-            subprocess.run(["git", "-C", str(BUNDLE_ROOT), "worktree", "add", "--detach", "-f", str(tree),
-                            args.baseline_rev], check=True, capture_output=True)
+            tree = stack.enter_context(revision_checkout(BUNDLE_ROOT, args.baseline_rev))
             for path in [path for path in builders if path in PAIRED_BASELINE_PATHS]:
                 runtime, precision = path.split()
                 builders[f"{path} at {args.baseline_rev}"] = partial(_lmnet_path_at, str(tree), runtime, precision,
                                                                      args.in_channels, 2)
-        try:
-            times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats,
-                                   reuse_memory=not args.default_allocator)
-        finally:
-            if args.baseline_rev:
-                subprocess.run(["git", "-C", str(BUNDLE_ROOT), "worktree", "remove", "--force", str(tree)],
-                               check=False, capture_output=True)
+        times = paired_latency(builders, shape, args.paired, threads=2, repeats=args.repeats,
+                               reuse_memory=not args.default_allocator)
     unet_ms = times.pop(unet_name)
     print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b{args.batch}, 2 threads; torch "
           f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "

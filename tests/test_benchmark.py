@@ -126,6 +126,23 @@ def test_paired_table_gives_every_lmnet_path_a_ratio_to_unet(capsys):
         assert (ms + 0.05) / (unet_ms - 0.05) >= low - 0.005 and (ms - 0.05) / (unet_ms + 0.05) <= high + 0.005, name
 
 
+def test_revision_checkout_is_a_temporary_tree_of_that_revision():
+    from bundle.benchmark import revision_checkout
+
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("the checkout is not a git repository")
+    with revision_checkout(ROOT, "HEAD") as tree:
+        committed = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:bundle/__init__.py"], capture_output=True,
+                                   text=True, check=True).stdout
+        assert (tree / "bundle" / "__init__.py").read_text() == committed
+    assert not tree.exists()
+    assert str(tree) not in subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                                           text=True).stdout
+    with pytest.raises(subprocess.CalledProcessError):
+        with revision_checkout(ROOT, "no-such-revision-0123"):
+            pass
+
+
 def test_inference_compile_computes_the_eager_output():
     """`compile_for_inference` (model_stats' torch.compile rows): a small conv net with batch norm and GELU compiled
     with frozen weights and the C++ wrapper gives the eager output, for a second input too."""
