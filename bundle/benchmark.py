@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import re
 import statistics
 import subprocess
 import tempfile
@@ -254,31 +255,29 @@ def revision_checkout(repository: str | Path, rev: str) -> Iterator[Path]:
                            capture_output=True)
 
 
+_MODULE_IN_NODE_NAME = re.compile(r"__module\.([A-Za-z_][A-Za-z0-9_]*)")  # OpenVINO node name -> top-level module
+
+
 def openvino_profile(
     model: nn.Module, input_shape: Sequence[int], precision: str = "fp32", threads: int = 2, repeats: int = 20,
     top: int = 15,
 ) -> tuple[list[tuple[str, float, int]], list[tuple[str, float]]]:
-    """Where OpenVINO's CPU plugin spends a forward of ``model`` (converted as the ``openvino`` runtime converts it).
+    """Where OpenVINO's CPU plugin spends a forward of ``model``, converted and compiled by the ``openvino`` runtime
+    (:class:`bundle.runtimes.OpenVINONetwork`, with per-node times switched on: ``PERF_COUNT``).
 
-    The plugin's per-node execution times (``PERF_COUNT``), summed over ``repeats`` inferences after a warm-up, on
-    one random input of ``input_shape``.
+    The plugin's per-node execution times, summed over ``repeats`` inferences after a warm-up, on one random input of
+    ``input_shape``.
 
     Returns:
         ``(node_types, modules)``: the ``top`` node types (Convolution, Multiply, ...) as ``(type, share of the total
         0..1, executed nodes per forward)``, and the share of every top-level module of ``model`` (read from the node
         names the converter gives, ``__module.<name>...``; ``(other)`` for nodes it named otherwise), largest first.
     """
-    import re
+    from .runtimes import OpenVINONetwork
 
-    import openvino as ov
-
-    x = torch.randn(*input_shape)
-    with torch.no_grad():
-        converted = ov.convert_model(model.eval(), example_input=x)
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-              "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"}
-    request = ov.Core().compile_model(converted, "CPU", config).create_infer_request()
-    data = x.numpy()
+    runtime = OpenVINONetwork(model.eval(), precision, threads=threads, plugin_config={"PERF_COUNT": "YES"})
+    request = runtime.compiled_for(tuple(input_shape)).create_infer_request()
+    data = torch.randn(*input_shape).numpy()
     for _ in range(3):
         request.infer([data])
     by_type: dict[str, float] = {}
@@ -292,7 +291,7 @@ def openvino_profile(
                 continue  # not executed (constant, in-place or fused into another node)
             by_type[node.node_type] = by_type.get(node.node_type, 0.0) + seconds
             executed[node.node_type] = executed.get(node.node_type, 0) + 1
-            found = re.search(r"__module\.([A-Za-z_][A-Za-z0-9_]*)", node.node_name)
+            found = _MODULE_IN_NODE_NAME.search(node.node_name)
             module = found.group(1) if found else "(other)"
             by_module[module] = by_module.get(module, 0.0) + seconds
     total = sum(by_type.values())

@@ -22,6 +22,7 @@ real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -101,6 +102,7 @@ class _TorchBF16(nn.Module):
         return bf16_forward(self.network, x)
 
 
+@functools.cache
 def network_code_digest() -> str:
     """SHA-256 (hex) of the source of ``bundle/networks`` (every ``.py`` file, by relative path): the code a converted
     graph comes from, so a cached conversion is not reused after that code changes."""
@@ -136,10 +138,12 @@ class OpenVINONetwork(nn.Module):
         precision: "fp32" or "bf16".
         weights: the weights file the network holds (names the cache); ``None``: convert in memory, no cache.
         threads: CPU threads for OpenVINO (``None``: PyTorch's current setting).
+        plugin_config: further CPU plugin settings for every compiled model (e.g. ``{"PERF_COUNT": "YES"}`` for
+            per-node times, as ``bundle.benchmark.openvino_profile`` asks).
     """
 
     def __init__(self, network: nn.Module, precision: str = "fp32", weights: str | os.PathLike | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, plugin_config: dict[str, str] | None = None) -> None:
         super().__init__()
         check_runtime("openvino", precision)
         import openvino as ov
@@ -147,6 +151,7 @@ class OpenVINONetwork(nn.Module):
         self.network = network.eval()
         self.precision = precision
         self.threads = threads
+        self.plugin_config = dict(plugin_config or {})
         self._core = ov.Core()
         self._converted: dict[tuple[int, ...], object] = {}  # (C, *S) -> converted model, batch dynamic
         self._compiled: dict[tuple[int, ...], object] = {}  # (B, C, *S) -> compiled model, batch fixed
@@ -176,9 +181,10 @@ class OpenVINONetwork(nn.Module):
         # read back, so this process compiles the model later processes read (the compiled cache is keyed by it)
         return self._core.read_model(xml)
 
-    def _compiled_for(self, shape: tuple[int, ...]):
-        """The compiled model for a full input shape (batch included): the converted model of its (C, *S) with the
-        batch fixed, since the CPU plugin runs a static shape faster than a dynamic batch."""
+    def compiled_for(self, shape: tuple[int, ...]):
+        """The compiled model (``openvino.CompiledModel``) for a full input shape (batch included): the converted
+        model of its (C, *S) with the batch fixed, since the CPU plugin runs a static shape faster than a dynamic
+        batch. Compiled on first use, then kept."""
         if shape not in self._compiled:
             import openvino as ov
 
@@ -187,7 +193,7 @@ class OpenVINONetwork(nn.Module):
             model = self._converted[shape[1:]].clone()
             model.reshape(ov.PartialShape(list(shape)))
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
-                      "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads()}
+                      "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads(), **self.plugin_config}
             if self._cache is not None:  # compiled models are cached too: a later process imports them
                 config["CACHE_DIR"] = str(self._cache / "compiled")
             self._compiled[shape] = self._core.compile_model(model, "CPU", config)
@@ -201,7 +207,7 @@ class OpenVINONetwork(nn.Module):
         x = x.detach().float()
         if bucket != batch:  # zero slices fill the batch up to its bucket; their outputs are dropped
             x = torch.cat([x, x.new_zeros((bucket - batch, *x.shape[1:]))])
-        compiled = self._compiled_for(tuple(x.shape))
+        compiled = self.compiled_for(tuple(x.shape))
         result = compiled(x.contiguous().numpy())[0]
         return torch.from_numpy(result[:batch].copy())
 

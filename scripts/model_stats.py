@@ -102,52 +102,49 @@ def _allocator_note(args: argparse.Namespace) -> str:
     return "freed memory reused in every process (bundle.allocator, as the bundle's configs run)"
 
 
-def _print_openvino_profile(args: argparse.Namespace, model: torch.nn.Module) -> int:
-    """Node types and modules of LM-Net's deployed forward as OpenVINO's CPU plugin runs it (``--openvino``)."""
-    import openvino
-
-    shape = (1, args.in_channels, args.size, args.size)
-    node_types, modules = openvino_profile(model, shape, args.openvino, threads=2, repeats=args.repeats)
-    version = openvino.__version__.split("-")[0]
-    print(f"# LM-Net deployed forward on OpenVINO {version} (CPU plugin, {args.openvino}; per-node times from "
-          f"PERF_COUNT), {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} inferences")
-    print(_row(["node type", "share of node time (%)", "nodes per forward"]))
-    print(_row(["---"] * 3))
-    for name, share, nodes in node_types:
-        print(_row([name, f"{100 * share:.1f}", str(nodes)]))
-    print()
-    print(_row(["module", "share of node time (%)"]))
-    print(_row(["---"] * 2))
-    for name, share in modules:
-        print(_row([name, f"{100 * share:.1f}"]))
-    return 0
+def _print_profile_tables(header: str, parts: list[tuple[str, float, int]], parts_head: list[str],
+                          modules: list[tuple[str, float]], modules_head: list[str]) -> None:
+    """A profile as ``--profile`` prints it: the header line, then two markdown tables: the parts (operators or node
+    types: name, share in %, count per forward) and the modules (name, share in %)."""
+    print(header)
+    tables = [(parts_head, [[name, f"{100 * share:.1f}", str(count)] for name, share, count in parts]),
+              (modules_head, [[name, f"{100 * share:.1f}"] for name, share in modules])]
+    for i, (head, rows) in enumerate(tables):
+        if i:
+            print()
+        print(_row(head))
+        print(_row(["---"] * len(head)))
+        for row in rows:
+            print(_row(row))
 
 
 def _print_profile(args: argparse.Namespace) -> int:
     """Operators and modules of LM-Net's deployed forward as the torch fp32 runtime runs it on the CPU (oneDNN
     kernels with pre-packed weights, ``bundle.networks.onednn``), or with ``--plain`` of the deployed network's own
-    modules (the form before that), or with ``--openvino fp32|bf16`` as OpenVINO runs it."""
+    modules (the form before that), or with ``--openvino fp32|bf16`` node types and modules as OpenVINO's CPU plugin
+    runs it."""
     reuse_freed_memory(not args.default_allocator)
     model = to_channels_last(reparameterize_model(LMNet(in_channels=args.in_channels)))
+    shape = (1, args.in_channels, args.size, args.size)
     if args.openvino:
-        return _print_openvino_profile(args, model)
+        import openvino
+
+        node_types, modules = openvino_profile(model, shape, args.openvino, threads=2, repeats=args.repeats)
+        _print_profile_tables(
+            f"# LM-Net deployed forward on OpenVINO {openvino.__version__.split('-')[0]} (CPU plugin, {args.openvino}; "
+            f"per-node times from PERF_COUNT), {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} "
+            "inferences", node_types, ["node type", "share of node time (%)", "nodes per forward"],
+            modules, ["module", "share of node time (%)"])
+        return 0
     form = "the deployed network's own modules (plain eager)"
     if not args.plain:
         model = runtime_network(model, "torch", "fp32")
         form = "as the torch fp32 runtime runs it (oneDNN, pre-packed weights, fused activations)"
-    shape = (1, args.in_channels, args.size, args.size)
     operators, modules = profile_forward(model, shape, threads=2, repeats=args.repeats)
-    print(f"# LM-Net deployed forward, {form}, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
-          f"torch {torch.__version__}; {_allocator_note(args)}")
-    print(_row(["operator", "share of CPU time (%)", "calls per forward"]))
-    print(_row(["---"] * 3))
-    for name, share, calls in operators:
-        print(_row([name, f"{100 * share:.1f}", str(calls)]))
-    print()
-    print(_row(["module", "share of forward time (%)"]))
-    print(_row(["---"] * 2))
-    for name, share in modules:
-        print(_row([name, f"{100 * share:.1f}"]))
+    _print_profile_tables(
+        f"# LM-Net deployed forward, {form}, {args.size} x {args.size}, batch 1, 2 threads, {args.repeats} passes; "
+        f"torch {torch.__version__}; {_allocator_note(args)}", operators,
+        ["operator", "share of CPU time (%)", "calls per forward"], modules, ["module", "share of forward time (%)"])
     return 0
 
 

@@ -50,11 +50,11 @@ def _overrides(
 def _single_network_weights(init_weights: str | os.PathLike | None, run_dir: Path) -> str | os.PathLike | None:
     """``init_weights``, or for an ensemble file the weights of its first member, written to ``run_dir`` (a
     fine-tuning run trains one network)."""
-    if init_weights is None or members_in_file(init_weights) == 1:
+    members = 1 if init_weights is None else members_in_file(init_weights)
+    if members == 1:
         return init_weights
     first = write_member(init_weights, 0, run_dir / "init_member0.pt")
-    logger.info("%s holds an ensemble of %d networks: fine-tuning its first member (%s)", init_weights,
-                members_in_file(init_weights), first)
+    logger.info("%s holds an ensemble of %d networks: fine-tuning its first member (%s)", init_weights, members, first)
     return first
 
 

@@ -61,7 +61,8 @@ def _window_column_parts(x: torch.Tensor, col: int, kw: int) -> list[torch.Tenso
 def _channel_sum(p: torch.Tensor) -> torch.Tensor:
     """Sum over the channel axis of (..., d, H, W) -> (..., H, W). Traced (for a graph runtime: OpenVINO's converter,
     ONNX export) as a matrix product with a row of d ones, which OpenVINO's CPU plugin runs faster than a reduction
-    over that axis (about 15 % of LM-Net's whole forward in bf16); eager as a sum, the faster there."""
+    over that axis (the reduction was about 15 % of LM-Net's forward in bf16: ``scripts/model_stats.py --profile
+    --openvino bf16``); eager as a sum, since eager PyTorch gains nothing from the product."""
     if torch.jit.is_tracing():
         ones = torch.ones(1, p.shape[-3], dtype=p.dtype, device=p.device)
         return torch.matmul(ones, p.flatten(-2)).view_as(p[..., 0, :, :])
