@@ -11,8 +11,14 @@ are the matrix product's, not copies) and projects the result back the same way.
 a right border, whose keys at window column ``col`` are a single column, the plain slice ``[col : col + W - k + 1]``
 and a single column: views, broadcast, never copied. A pass per window offset (k * k in all) computes the logits and,
 after the softmax, accumulates the weighted values in place. Under autograd a hand-written backward reuses the same
-passes. It scripts, traces and exports to ONNX; a traced graph sums the logits' products over the channels with a
-matrix product (:func:`_channel_sum`).
+passes. It scripts, traces and exports to ONNX.
+
+A traced graph (OpenVINO's converter, ONNX export) records another form of the same function, since a graph runtime
+copies every slice and pays for every node: the keys and values are padded once with their own border entries
+(:func:`_permutation_pad`), which turns NATTEN's shifted border windows into plain centred windows of the padded maps
+(the same keys in another order), so each window offset is one slice per map, with no row gathers and no border
+parts (:func:`_padded_window_attention`); and the logits' products are summed over the channels with a matrix
+product (:func:`_channel_sum`).
 """
 
 from __future__ import annotations
@@ -104,6 +110,43 @@ def _neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kh: int, kw: in
     return torch.cat(out, -1)
 
 
+def _permutation_pad(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Pad axis ``dim`` (length n >= k, k odd) by r = k // 2 on each side with entries of ``x`` itself, so that every
+    position's NATTEN window (shifted inward at the border) holds the same keys as its centred window in the padded
+    axis, in another order: the left pad is ``x[r + 1 : 2r + 1]``, the right pad ``x[n - k : n - k + r]``.
+
+    Position i < r: its centred window covers i + r + 1 real entries and the pads -(r - i) .. -1, which hold entries
+    2r - (r - i) + 1 .. 2r = i + r + 1 .. k - 1, exactly the entries of its shifted window [0, k) that the centred one
+    misses (the right border mirrors this). Attention without a position bias is invariant to that order.
+    """
+    r = k // 2
+    if r == 0:
+        return x
+    n = x.shape[dim]
+    return torch.cat([x.narrow(dim, r + 1, r), x, x.narrow(dim, n - k, r)], dim)
+
+
+def _padded_window_attention(qkv: torch.Tensor, scale: float, kh: int, kw: int) -> torch.Tensor:
+    """Neighborhood attention (B, 3, heads, d, H, W) -> (B, heads, d, H, W) as plain sliding windows over
+    :func:`_permutation_pad`'s padded keys and values (odd ``kh <= H``, ``kw <= W``): per window offset, one slice of
+    each padded map, with no gather and no border parts. The traced form: a graph runtime copies every slice and
+    pays per node, and this has the fewest of both; eager PyTorch runs the border-part passes faster."""
+    h, w = qkv.shape[-2], qkv.shape[-1]
+    q = qkv[:, 0] * scale
+    keys = _permutation_pad(_permutation_pad(qkv[:, 1], kh, -2), kw, -1)
+    values = _permutation_pad(_permutation_pad(qkv[:, 2], kh, -2), kw, -1)
+    logits: list[torch.Tensor] = []
+    for offset in range(kh * kw):
+        row, col = offset // kw, offset % kw
+        logits.append(_channel_sum(q * keys[..., row : row + h, col : col + w]))
+    attn = torch.stack(logits, -3).softmax(-3)
+    out = attn[..., 0:1, :, :] * values[..., 0:h, 0:w]
+    for offset in range(1, kh * kw):
+        row, col = offset // kw, offset % kw
+        out = out + attn[..., offset : offset + 1, :, :] * values[..., row : row + h, col : col + w]
+    return out
+
+
 def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
     """The adjoint of :func:`_neighborhood_aggregate` in its values, added to ``out``: every pixel's
     ``weights[o] * x`` goes back to the key pixel at window offset ``o``. (..., kh * kw, H, W) weights,
@@ -175,6 +218,8 @@ def _attend(qkv: torch.Tensor, scale: float, kh: int, kw: int, dropout: float = 
     if dropout == 0.0 and not torch.jit.is_scripting() and not torch.jit.is_tracing():
         if torch.is_grad_enabled() and qkv.requires_grad:
             return _attention_with_backward(qkv, scale, kh, kw)
+    if torch.jit.is_tracing() and dropout == 0.0 and kh % 2 == 1 and kw % 2 == 1:
+        return _padded_window_attention(qkv, scale, kh, kw)
     attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
     if dropout > 0:
         attn = torch.nn.functional.dropout(attn, dropout)
@@ -310,6 +355,20 @@ class NeighborhoodAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.attn_drop = nn.Dropout(dropout_rate)
         self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without dropout on a channel-first 2D map, (B, C, H, W) -> (B, C, H, W): q, k and v come
+        from one batched matrix product in the layout the attention takes, and the output projection is a 1x1
+        convolution (the form a traced LFT records: :class:`~.transformer.FeatureTransformer`)."""
+        b, c, h, w = x.shape
+        weight = self.qkv.weight.expand(b, 3 * c, c)
+        if self.qkv.bias is not None:
+            qkv = torch.baddbmm(self.qkv.bias.view(1, 3 * c, 1), weight, x.reshape(b, c, h * w))
+        else:
+            qkv = torch.bmm(weight, x.reshape(b, c, h * w))
+        kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
+        out = _attend(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), self.scale, kh, kw)
+        return torch.nn.functional.conv2d(out.reshape(b, c, h, w), self.proj.weight[:, :, None, None], self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropout = self.attn_drop.p if self.training else 0.0

@@ -4,6 +4,11 @@ Both are: a 3x3 convolutional embedding (which also supplies position informatio
 encoding), pre-LN transformer layers on channels-last features, and (GFT only) a 1x1 conv to the output width.
 The GFT attends globally through ``torch.nn.functional.scaled_dot_product_attention``; the LFT uses
 neighborhood attention (each pixel attends to its k x k neighbours).
+
+A traced 2D LFT in eval mode (the graph that OpenVINO's converter and the ONNX exporter record) runs its layers on
+the channel-first maps instead (:meth:`TransformerLayer.forward_channels_first`): the same function, with the layer
+norms taken over the channel axis and the linear layers as matrix products and 1x1 convolutions, so that a graph
+runtime never transposes the maps between the convolutions and the attention.
 """
 
 from __future__ import annotations
@@ -50,6 +55,18 @@ class GlobalSelfAttention(nn.Module):
         return self.proj_drop(self.proj(out)).reshape(shape)
 
 
+def _layer_norm_over_channels(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm`` (a LayerNorm over C) applied to channel-first (B, C, H, W) ``x`` at every pixel -> (B, C, H, W)."""
+    centred = x - x.mean(1, keepdim=True)
+    variance = (centred * centred).mean(1, keepdim=True)
+    return centred * torch.rsqrt(variance + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+
+
+def _pointwise(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``linear`` applied to channel-first (B, C, H, W) ``x`` at every pixel, as a 1x1 convolution."""
+    return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
+
+
 class TransformerLayer(nn.Module):
     """Pre-LN transformer layer: ``x + attn(LN(x))`` then ``x + MLP(LN(x))`` (MLP: MONAI's ``MLPBlock``, Linear, GELU,
     dropout, Linear, dropout; its dropouts are :class:`ParallelDropout`, the same function with a faster CPU mask).
@@ -75,6 +92,13 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` in eval mode on channel-first maps, (B, C, H, W) -> (B, C, H, W), for a 2D attention
+        with a ``forward_channels_first`` of its own (:class:`NeighborhoodAttention`)."""
+        x = x + self.attn.forward_channels_first(_layer_norm_over_channels(x, self.norm1))
+        hidden = self.mlp.fn(_pointwise(_layer_norm_over_channels(x, self.norm2), self.mlp.linear1))
+        return x + _pointwise(hidden, self.mlp.linear2)
 
 
 class FeatureTransformer(nn.Module):
@@ -122,8 +146,18 @@ class FeatureTransformer(nn.Module):
         self.to_channels_first = [0, spatial_dims + 1] + list(range(1, spatial_dims + 1))
         out = out_channels if out_channels is not None else in_channels
         self.out_conv = conv_layer(spatial_dims, in_channels, out, 1) if out != in_channels else nn.Identity()
+        self.channels_first_trace = spatial_dims == 2 and kernel_size is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
+        if not torch.jit.is_scripting():  # TorchScript compiles nothing inside
+            if self.channels_first_trace and torch.jit.is_tracing() and not self.training:
+                return self.out_conv(self._traced_layers(x))
         x = self.layers(x.permute(self.to_channels_last))  # channels-last tokens
         return self.out_conv(x.permute(self.to_channels_first))  # a channels-last view: no copy
+
+    def _traced_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers on the channel-first maps (B, C, H, W) of a traced 2D LFT in eval mode; see the module note."""
+        for layer in self.layers:
+            x = layer.forward_channels_first(x)
+        return x

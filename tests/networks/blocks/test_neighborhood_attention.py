@@ -238,15 +238,42 @@ def test_traced_attention_matches_brute_force(shape, kernel_size):
         assert (traced(q2, k2, v2) - reference_attention(q2, k2, v2, kernel_size)).abs().max().item() <= 1e-5
 
 
-def test_a_trace_sums_the_logits_channels_by_matrix_products():
+def test_a_trace_slides_over_padded_maps_and_sums_channels_by_matrix_products():
+    """A trace records the padded-window form: no row gathers, one channel-sum matrix product per window offset;
+    eager keeps the border-part passes and sums instead."""
     module = NeighborhoodAttention(8, 2, kernel_size=3).eval()
     x = torch.randn(1, 9, 11, 8)
     graph = _quiet(torch.jit.trace, module, x).inlined_graph
-    matmuls = sum(node.kind() == "aten::matmul" for node in graph.nodes())
-    assert matmuls == 3 * 3 * 3  # every window offset x the left border, interior and right border columns
-    with torch.no_grad(), torch.profiler.profile() as prof:  # eager sums instead
+    kinds = [node.kind() for node in graph.nodes()]
+    assert kinds.count("aten::matmul") == 3 * 3 and "aten::index_select" not in kinds
+    with torch.no_grad(), torch.profiler.profile() as prof:
         module(x)
-    assert not [e for e in prof.key_averages() if e.key == "aten::matmul"]
+    events = {e.key for e in prof.key_averages()}
+    assert "aten::matmul" not in events and "aten::index_select" in events
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+def test_permutation_pad_holds_every_border_window(kernel_size):
+    """Every position's centred window in the padded axis holds exactly the entries of its NATTEN window."""
+    r = kernel_size // 2
+    for n in range(kernel_size, kernel_size + 5):
+        padded = na_module._permutation_pad(torch.arange(n), kernel_size, 0).tolist()
+        assert len(padded) == n + 2 * r
+        for i in range(n):
+            start = min(max(i - r, 0), n - kernel_size)
+            assert sorted(padded[i : i + kernel_size]) == list(range(start, start + kernel_size)), (n, i)
+
+
+@pytest.mark.parametrize("shape,kernel_size", [((2, 3, 9, 6, 8), 3), ((1, 2, 9, 6, 5), 5), ((1, 1, 5, 3, 2), 7)])
+def test_padded_window_form_equals_the_border_part_form(shape, kernel_size):
+    """The traced (padded-window) computation and the eager one agree in float64, border windows and windows clipped
+    to short (odd) axes included."""
+    b, nh, h, w, d = shape
+    gen = torch.Generator().manual_seed(8)
+    qkv = torch.randn(b, 3, nh, d, h, w, generator=gen, dtype=torch.float64)
+    kh, kw = min(kernel_size, h), min(kernel_size, w)
+    padded = na_module._padded_window_attention(qkv, 0.4, kh, kw)
+    torch.testing.assert_close(padded, _autograd_attention(qkv, 0.4, kh, kw), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("dynamo", [False, True])
