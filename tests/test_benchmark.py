@@ -4,6 +4,7 @@ scripts/model_stats.py, never by tests)."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -62,6 +63,9 @@ def test_openvino_profile_splits_the_forward_by_node_type_and_by_module(capsys):
     assert main(["--profile", "--openvino", "bf16", "--size", "32", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "(CPU plugin, bf16; per-node times from PERF_COUNT)" in out
+    sums = re.search(r"node times sum to ([0-9.]+) ms per forward, a forward without the counters takes ([0-9.]+) ms",
+                     out)
+    assert sums and float(sums.group(1)) > 0 and float(sums.group(2)) > 0
     types_part, modules_part = out.split("| module |")
     types = {c[0]: float(c[1]) for c in _table_cells(types_part)}
     modules = {c[0]: float(c[1]) for c in _table_cells(modules_part)}
