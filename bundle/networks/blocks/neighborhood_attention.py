@@ -130,7 +130,8 @@ def _padded_window_attention(qkv: torch.Tensor, scale: float, kh: int, kw: int) 
     """Neighborhood attention (B, 3, heads, d, H, W) -> (B, heads, d, H, W) as plain sliding windows over
     :func:`_permutation_pad`'s padded keys and values (odd ``kh <= H``, ``kw <= W``): per window offset, one slice of
     each padded map, with no gather and no border parts. The traced form: a graph runtime copies every slice and
-    pays per node, and this has the fewest of both; eager PyTorch runs the border-part passes faster."""
+    pays per node, and this has the fewest of both; eager PyTorch keeps the border-part passes, whose slices are free
+    views and whose sums accumulate in place."""
     h, w = qkv.shape[-2], qkv.shape[-1]
     q = qkv[:, 0] * scale
     keys = _permutation_pad(_permutation_pad(qkv[:, 1], kh, -2), kw, -1)
@@ -361,14 +362,19 @@ class NeighborhoodAttention(nn.Module):
         from one batched matrix product in the layout the attention takes, and the output projection is a 1x1
         convolution (the form a traced LFT records: :class:`~.transformer.FeatureTransformer`)."""
         b, c, h, w = x.shape
-        weight = self.qkv.weight.expand(b, 3 * c, c)
-        if self.qkv.bias is not None:
-            qkv = torch.baddbmm(self.qkv.bias.view(1, 3 * c, 1), weight, x.reshape(b, c, h * w))
-        else:
-            qkv = torch.bmm(weight, x.reshape(b, c, h * w))
+        qkv = self._project_qkv(x.reshape(b, c, h * w))
         kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
         out = _attend(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), self.scale, kh, kw)
         return torch.nn.functional.conv2d(out.reshape(b, c, h, w), self.proj.weight[:, :, None, None], self.proj.bias)
+
+    def _project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused q/k/v projection of channel-first tokens (B, C, N) -> (B, 3C, N), one batched matrix product."""
+        b, c = x.shape[0], x.shape[1]
+        weight = self.qkv.weight.expand(b, 3 * c, c)
+        bias = self.qkv.bias
+        if bias is not None:
+            return torch.baddbmm(bias.view(1, 3 * c, 1), weight, x)
+        return torch.bmm(weight, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropout = self.attn_drop.p if self.training else 0.0
@@ -381,13 +387,7 @@ class NeighborhoodAttention(nn.Module):
         kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
         # the projections as batched matrix products whose transposes are free: tokens (B, H*W, C) -> channel-first
         # q, k, v (B, 3C, H*W) -> attention per head -> tokens again, with no layout copy in between
-        tokens_t = x.reshape(b, h * w, c).transpose(1, 2)
-        weight = self.qkv.weight.expand(b, 3 * c, c)
-        bias = self.qkv.bias
-        if bias is not None:
-            qkv = torch.baddbmm(bias.view(1, 3 * c, 1), weight, tokens_t)
-        else:
-            qkv = torch.bmm(weight, tokens_t)
+        qkv = self._project_qkv(x.reshape(b, h * w, c).transpose(1, 2))
         out = _attend(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), self.scale, kh, kw, dropout)
         out = torch.baddbmm(self.proj.bias.view(1, 1, c), out.reshape(b, c, h * w).transpose(1, 2),
                             self.proj.weight.t().expand(b, c, c))
