@@ -69,7 +69,9 @@ def test_openvino_profile_splits_the_forward_by_node_type_and_by_module(capsys):
     types_part, modules_part = out.split("| module |")
     types = {c[0]: float(c[1]) for c in _table_cells(types_part)}
     modules = {c[0]: float(c[1]) for c in _table_cells(modules_part)}
-    assert "Convolution" in types and all(share > 0 for share in types.values()) and sum(types.values()) <= 100.05
+    # the top node types: at most the whole, up to each printed share's rounding (0.05 each)
+    assert "Convolution" in types and all(share > 0 for share in types.values())
+    assert sum(types.values()) <= 100 + 0.05 * len(types)
     assert {"enc1", "lft1", "gft", "head"} <= set(modules) and abs(sum(modules.values()) - 100) <= 0.05 * len(modules)
 
 
