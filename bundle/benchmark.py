@@ -260,26 +260,27 @@ _MODULE_IN_NODE_NAME = re.compile(r"__module\.([A-Za-z_][A-Za-z0-9_]*)")  # Open
 
 def openvino_profile(
     model: nn.Module, input_shape: Sequence[int], precision: str = "fp32", threads: int = 2, repeats: int = 20,
-    top: int = 15,
+    top: int | None = None,
 ) -> tuple[list[tuple[str, float, int]], list[tuple[str, float]], tuple[float, float]]:
     """Where OpenVINO's CPU plugin spends a forward of ``model``, converted and compiled by the ``openvino`` runtime
-    (:class:`bundle.runtimes.OpenVINONetwork`, with per-node times switched on: ``PERF_COUNT``).
+    (:class:`bundle.runtimes.OpenVINONetwork`; per-node times switched on for one compiled model: ``PERF_COUNT``).
 
     The plugin's per-node execution times, summed over ``repeats`` inferences after a warm-up, on one random input of
     ``input_shape``.
 
     Returns:
-        ``(node_types, modules, (node_ms, wall_ms))``: the ``top`` node types (Convolution, Multiply, ...) as ``(type,
-        share of the total 0..1, executed nodes per forward)``; the share of every top-level module of ``model`` (read
-        from the node names the converter gives, ``__module.<name>...``; ``(other)`` for nodes it named otherwise),
-        largest first; and the per-node times summed per forward beside the median wall time of a forward of the
-        same network compiled without per-node counters, both in ms. The counters cost time in every node, so a
-        graph of many small nodes has a node sum above its wall time and a larger share here than it takes.
+        ``(node_types, modules, (node_ms, wall_ms))``: the executed node types (Convolution, Multiply, ...; only
+        the ``top`` largest when given) as ``(type, share of the total 0..1, executed nodes per forward)``; the share
+        of every top-level module of ``model`` (read from the node names the converter gives, ``__module.<name>...``;
+        ``(other)`` for nodes it named otherwise), largest first; and the per-node times summed per forward beside
+        the median wall time of a forward of the same conversion compiled without per-node counters
+        (:func:`measure_latency`), both in ms. The counters cost time in every node, so a graph of many small nodes
+        has a node sum above its wall time and a larger share here than it takes.
     """
     from .runtimes import OpenVINONetwork
 
-    runtime = OpenVINONetwork(model.eval(), precision, threads=threads, plugin_config={"PERF_COUNT": "YES"})
-    request = runtime.compiled_for(tuple(input_shape)).create_infer_request()
+    runtime = OpenVINONetwork(model.eval(), precision, threads=threads)
+    request = runtime.compiled_for(tuple(input_shape), {"PERF_COUNT": "YES"}).create_infer_request()
     data = torch.randn(*input_shape).numpy()
     for _ in range(3):
         request.infer([data])
@@ -301,14 +302,8 @@ def openvino_profile(
     types = sorted(by_type.items(), key=lambda kv: kv[1], reverse=True)[:top]
     node_types = [(name, spent / total, executed[name] // repeats) for name, spent in types]
     modules = sorted(((name, spent / total) for name, spent in by_module.items()), key=lambda kv: kv[1], reverse=True)
-    del request
-    plain = OpenVINONetwork(model, precision, threads=threads).compiled_for(tuple(input_shape)).create_infer_request()
-    walls = []
-    for _ in range(3 + repeats):
-        start = time.perf_counter()
-        plain.infer([data])
-        walls.append(time.perf_counter() - start)
-    return node_types, modules, (total / repeats * 1e3, statistics.median(walls[3:]) * 1e3)
+    wall_ms = measure_latency(runtime, input_shape, threads, repeats, warmup=3)
+    return node_types, modules, (total / repeats * 1e3, wall_ms)
 
 
 def _status_kib(field: str) -> int:

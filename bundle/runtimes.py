@@ -138,12 +138,10 @@ class OpenVINONetwork(nn.Module):
         precision: "fp32" or "bf16".
         weights: the weights file the network holds (names the cache); ``None``: convert in memory, no cache.
         threads: CPU threads for OpenVINO (``None``: PyTorch's current setting).
-        plugin_config: further CPU plugin settings for every compiled model (e.g. ``{"PERF_COUNT": "YES"}`` for
-            per-node times, as ``bundle.benchmark.openvino_profile`` asks).
     """
 
     def __init__(self, network: nn.Module, precision: str = "fp32", weights: str | os.PathLike | None = None,
-                 threads: int | None = None, plugin_config: dict[str, str] | None = None) -> None:
+                 threads: int | None = None) -> None:
         super().__init__()
         check_runtime("openvino", precision)
         import openvino as ov
@@ -151,10 +149,10 @@ class OpenVINONetwork(nn.Module):
         self.network = network.eval()
         self.precision = precision
         self.threads = threads
-        self.plugin_config = dict(plugin_config or {})
         self._core = ov.Core()
         self._converted: dict[tuple[int, ...], object] = {}  # (C, *S) -> converted model, batch dynamic
-        self._compiled: dict[tuple[int, ...], object] = {}  # (B, C, *S) -> compiled model, batch fixed
+        # ((B, C, *S), extra plugin settings) -> compiled model, batch fixed
+        self._compiled: dict[tuple[tuple[int, ...], tuple[tuple[str, str], ...]], object] = {}
         self._digest = None if weights is None else sha256_file(weights)
         self._cache = None if weights is None else _cache_root(weights)  # converted models; compiled ones below it
 
@@ -181,11 +179,14 @@ class OpenVINONetwork(nn.Module):
         # read back, so this process compiles the model later processes read (the compiled cache is keyed by it)
         return self._core.read_model(xml)
 
-    def compiled_for(self, shape: tuple[int, ...]):
+    def compiled_for(self, shape: tuple[int, ...], plugin_config: dict[str, str] | None = None):
         """The compiled model (``openvino.CompiledModel``) for a full input shape (batch included): the converted
         model of its (C, *S) with the batch fixed, since the CPU plugin runs a static shape faster than a dynamic
-        batch. Compiled on first use, then kept."""
-        if shape not in self._compiled:
+        batch. Compiled on first use, then kept. ``plugin_config``: further CPU plugin settings for this compiled
+        model (e.g. ``{"PERF_COUNT": "YES"}`` for per-node times, as ``bundle.benchmark.openvino_profile`` asks); the
+        conversion is shared with the compiled models without them."""
+        key = (shape, tuple(sorted((plugin_config or {}).items())))
+        if key not in self._compiled:
             import openvino as ov
 
             if shape[1:] not in self._converted:
@@ -193,11 +194,11 @@ class OpenVINONetwork(nn.Module):
             model = self._converted[shape[1:]].clone()
             model.reshape(ov.PartialShape(list(shape)))
             config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
-                      "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads(), **self.plugin_config}
+                      "INFERENCE_NUM_THREADS": self.threads or torch.get_num_threads(), **dict(key[1])}
             if self._cache is not None:  # compiled models are cached too: a later process imports them
                 config["CACHE_DIR"] = str(self._cache / "compiled")
-            self._compiled[shape] = self._core.compile_model(model, "CPU", config)
-        return self._compiled[shape]
+            self._compiled[key] = self._core.compile_model(model, "CPU", config)
+        return self._compiled[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":

@@ -127,12 +127,32 @@ def test_openvino_model_is_cached_beside_the_weights(tmp_path, caplog):
     code = network_code_digest()  # the network code is part of the name: a code change converts anew
     assert len(code) == 64 and f"{sha256_file(state)[:16]}_{code[:8]}_1x64x64_ov" in cached[1]
     assert "OpenVINO model from the cache" in caplog.text
-    assert blobs and set(second_net._compiled) == {(4, 1, 64, 64)} and second.shape == (3, 2, 64, 64)
+    assert blobs and set(second_net._compiled) == {((4, 1, 64, 64), ())} and second.shape == (3, 2, 64, 64)
     assert len(list(compiled.iterdir())) == len(blobs) + 1  # the bucket of 4 added one; the batch of 2 none
     assert torch.allclose(first, expected, atol=1e-4) and torch.allclose(second[:2], expected, atol=1e-4)
     assert torch.allclose(second[2], expected[0], atol=1e-4) and torch.equal(again, first)
     with pytest.raises(ValueError, match="runs on the CPU"):
         OpenVINONetwork(network, "fp32")(x.to("meta"))
+
+
+def test_extra_plugin_settings_compile_another_model_of_the_same_conversion():
+    """``compiled_for(shape, plugin_config)``: per-node counters on one compiled model, none on the default one,
+    both from one conversion (how ``bundle.benchmark.openvino_profile`` profiles and times the same graph)."""
+    from bundle.networks import LMNet, reparameterize_model
+
+    torch.manual_seed(0)
+    net = OpenVINONetwork(reparameterize_model(LMNet().eval()), "fp32", threads=1)
+    shape = (1, 1, 32, 32)
+    profiled = net.compiled_for(shape, {"PERF_COUNT": "YES"}).create_infer_request()
+    plain = net.compiled_for(shape).create_infer_request()
+    data = torch.randn(*shape).numpy()
+    profiled.infer([data])
+    plain.infer([data])
+    assert len(net._converted) == 1 and len(net._compiled) == 2
+    assert net.compiled_for(shape, {"PERF_COUNT": "YES"}) is net.compiled_for(shape, {"PERF_COUNT": "YES"})
+    assert any(node.real_time.total_seconds() > 0 for node in profiled.profiling_info)
+    assert not any(node.real_time.total_seconds() > 0 for node in plain.profiling_info)
+    np.testing.assert_allclose(profiled.get_output_tensor(0).data, plain.get_output_tensor(0).data, atol=1e-5)
 
 
 def test_the_config_runs_openvino_as_the_segmenter_does(weights, tmp_path):
