@@ -8,8 +8,10 @@ gives the same labels for the same settings.
 OpenVINO (``pip install openvino``, the ``openvino`` extra) converts the deployed PyTorch network with a fixed
 spatial input shape (the slices the inferer feeds: ``roi_size``) and a dynamic batch. The converted model is cached
 beside the weights file, in ``<weights folder>/openvino/``, named by the weights' SHA-256, a digest of the network
-code (``bundle/networks``: it defines the converted graph), the input shape and the OpenVINO version (or under
-``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet`` when that folder is not writable), so a second run skips the conversion;
+code (``bundle/networks``: it defines the converted graph), the input shape, the OpenVINO version and the compiled
+attention operation it holds (``bundle/openvino_kernels``: neighborhood attention as one CPU operation, built on first
+use where a C++ compiler is present; ``graph`` where it is not) (or under ``$LMNET_CACHE_DIR`` / ``~/.cache/lmnet``
+when that folder is not writable), so a second run skips the conversion;
 the models compiled from it (one per batch bucket) are cached in its ``compiled/`` sub-folder, so a second run skips
 compiling as well. ``bf16`` asks OpenVINO's CPU plugin for bfloat16 inference (AMX / AVX512-BF16 CPUs; on others the
 plugin computes in fp32) and PyTorch for CPU bfloat16 autocast. On CUDA, reduced precision is the ``amp`` setting
@@ -22,6 +24,7 @@ real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import logging
@@ -34,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import sha256_file
+from .openvino_kernels import conversion_extensions, kernel_library
 
 __all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "cpu_has_native_bf16",
            "warn_unless_native_bf16", "bf16_forward", "runtime_network",
@@ -155,6 +159,30 @@ class OpenVINONetwork(nn.Module):
         self._compiled: dict[tuple[tuple[int, ...], tuple[tuple[str, str], ...]], object] = {}
         self._digest = None if weights is None else sha256_file(weights)
         self._cache = None if weights is None else _cache_root(weights)  # converted models; compiled ones below it
+        # neighborhood attention as one compiled operation where it builds (bundle.openvino_kernels), before any
+        # model is read or compiled: a converted or compiled model holding it needs it registered
+        self._kernels = kernel_library() if _has_window_attention(self.network) else None
+        if self._kernels is not None:
+            self._core.add_extension(str(self._kernels))
+
+    def _convert(self, example: torch.Tensor, partial):
+        import openvino as ov
+
+        if self._kernels is None:
+            return ov.convert_model(self.network, example_input=example, input=[partial])
+        # the converter patches the forward of every module its extension names and leaves it patched (OpenVINO
+        # 2026.4): it converts a copy, so this network runs as before
+        model = ov.convert_model(copy.deepcopy(self.network), example_input=example, input=[partial],
+                                 extension=conversion_extensions(self._kernels))
+        named: set[str] = set()
+        for op in model.get_ops():  # named after the module that feeds it, as the converter names its own nodes
+            if op.get_type_name() == "NeighborhoodAttention2D":
+                name = op.input_value(0).get_node().get_friendly_name().split("/")[0] + "/NeighborhoodAttention2D"
+                while name in named:
+                    name += "_"
+                named.add(name)
+                op.set_friendly_name(name)
+        return model
 
     def _model_for(self, shape: tuple[int, ...]):
         import openvino as ov
@@ -162,16 +190,17 @@ class OpenVINONetwork(nn.Module):
         example = torch.zeros((1, *shape))
         partial = ov.PartialShape([-1, *shape])
         if self._digest is None:
-            return ov.convert_model(self.network, example_input=example, input=[partial])
+            return self._convert(example, partial)
+        kernels = "graph" if self._kernels is None else f"k{self._kernels.parent.name[:8]}"
         name = (f"{self._digest[:16]}_{network_code_digest()[:8]}_{'x'.join(map(str, shape))}"
-                f"_ov{ov.__version__.split('-')[0]}")
+                f"_ov{ov.__version__.split('-')[0]}_{kernels}")
         xml = self._cache / f"{name}.xml"
         if xml.is_file() and xml.with_suffix(".bin").is_file():
             logger.info("OpenVINO model from the cache: %s", xml)
             return self._core.read_model(xml)
         logger.info("converting the network to OpenVINO for input %s (cached as %s; OpenVINO's converter sends usage "
                     "telemetry to Intel unless this account has opted out with `opt_in_out --opt_out`)", shape, xml)
-        model = ov.convert_model(self.network, example_input=example, input=[partial])
+        model = self._convert(example, partial)
         with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".converting") as tmp:
             ov.save_model(model, Path(tmp) / xml.name, compress_to_fp16=False)
             shutil.move(str(Path(tmp) / xml.with_suffix(".bin").name), xml.with_suffix(".bin"))
@@ -211,6 +240,12 @@ class OpenVINONetwork(nn.Module):
         compiled = self.compiled_for(tuple(x.shape))
         result = compiled(x.contiguous().numpy())[0]
         return torch.from_numpy(result[:batch].copy())
+
+
+def _has_window_attention(network: nn.Module) -> bool:
+    from .networks.blocks.neighborhood_attention import WindowAttention2D
+
+    return any(isinstance(module, WindowAttention2D) for module in network.modules())
 
 
 def batch_bucket(batch: int) -> int:

@@ -18,7 +18,9 @@ copies every slice and pays for every node: the keys and values are padded once 
 (:func:`_permutation_pad`), which turns NATTEN's shifted border windows into plain centred windows of the padded maps
 (the same keys in another order), so each window offset is one slice per map, with no row gathers and no border
 parts (:func:`_padded_window_attention`); and the logits' products are summed over the channels with a matrix
-product (:func:`_channel_sum`).
+product (:func:`_channel_sum`). The traced LFT layers call that computation through a parameter-free module,
+:class:`WindowAttention2D`, so that a converter can replace the module by one compiled operation (the OpenVINO
+runtime does: ``bundle/openvino_kernels``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch.nn as nn
 
 from .layers import check_heads
 
-__all__ = ["NeighborhoodAttention", "neighborhood_attention_2d", "neighborhood_attention_3d"]
+__all__ = ["NeighborhoodAttention", "WindowAttention2D", "neighborhood_attention_2d", "neighborhood_attention_3d"]
 
 
 def _check_kernel_size(kernel_size: int) -> None:
@@ -146,6 +148,26 @@ def _padded_window_attention(qkv: torch.Tensor, scale: float, kh: int, kw: int) 
         row, col = offset // kw, offset % kw
         out = out + attn[..., offset : offset + 1, :, :] * values[..., row : row + h, col : col + w]
     return out
+
+
+class WindowAttention2D(nn.Module):
+    """The attention core of a traced 2D LFT layer as a module of its own, with no parameters: stacked channel-first
+    q, k, v (B, 3, heads, d, H, W) before their projection bias, and that bias (3 * heads * d,) -> (B, heads, d, H, W),
+    the softmax(scale * q . k)-weighted sums of v over each pixel's ``kh x kw`` window (NATTEN's border rule;
+    ``kh <= H``, ``kw <= W``, no dropout).
+
+    Its forward adds the bias and runs the traced form above (padded windows for odd windows, border parts
+    otherwise). It exists so that a graph converter can swap the whole computation, bias included, for one operation
+    of the same function: OpenVINO's converter does, with ``bundle.openvino_kernels`` (a ``ModuleExtension`` on this
+    class).
+    """
+
+    def forward(self, qkv: torch.Tensor, bias: torch.Tensor, kh: int, kw: int, scale: float) -> torch.Tensor:
+        qkv = qkv + bias.view(1, 3, qkv.shape[2], qkv.shape[3], 1, 1)
+        if kh % 2 == 1 and kw % 2 == 1:
+            return _padded_window_attention(qkv, scale, kh, kw)
+        attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
+        return _neighborhood_aggregate(attn, qkv[:, 2], kh, kw)
 
 
 def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
@@ -356,15 +378,18 @@ class NeighborhoodAttention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.attn_drop = nn.Dropout(dropout_rate)
         self.proj = nn.Linear(hidden_size, hidden_size)
+        self.window_attention = WindowAttention2D()  # no parameters: the traced channel-first form calls it
 
     def forward_channels_first(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` without dropout on a channel-first 2D map, (B, C, H, W) -> (B, C, H, W): q, k and v come
-        from one batched matrix product in the layout the attention takes, and the output projection is a 1x1
-        convolution (the form a traced LFT records: :class:`~.transformer.FeatureTransformer`)."""
+        from one batched matrix product in the layout the attention takes (their bias added by
+        :class:`WindowAttention2D`), and the output projection is a 1x1 convolution (the form a traced LFT records:
+        :class:`~.transformer.FeatureTransformer`)."""
         b, c, h, w = x.shape
-        qkv = self._project_qkv(x.reshape(b, c, h * w))
+        qkv = torch.bmm(self.qkv.weight.expand(b, 3 * c, c), x.reshape(b, c, h * w))  # the bias: in the attention
+        bias = self.qkv.bias if self.qkv.bias is not None else x.new_zeros(3 * c)
         kh, kw = min(self.kernel_size, h), min(self.kernel_size, w)
-        out = _attend(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), self.scale, kh, kw)
+        out = self.window_attention(qkv.view(b, 3, self.num_heads, self.head_dim, h, w), bias, kh, kw, self.scale)
         return torch.nn.functional.conv2d(out.reshape(b, c, h, w), self.proj.weight[:, :, None, None], self.proj.bias)
 
     def _project_qkv(self, x: torch.Tensor) -> torch.Tensor:
