@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.14.2"
+__version__ = "0.15.0"
 
 _MODULES = (
     "allocator", "batch_norm", "benchmark", "checkpoints", "config", "data", "device", "fileio", "handlers", "inferers",
