@@ -135,7 +135,9 @@ class OpenVINONetwork(nn.Module):
     One OpenVINO model per input shape (batch dynamic), converted on first use, cached on disk when ``weights`` is
     given (see the module docstring); compiled once per batch bucket (:func:`batch_bucket`: a batch of 5 runs as 8,
     zero-filled) with the batch fixed (the CPU plugin runs static shapes faster), with ``INFERENCE_PRECISION_HINT``
-    f32 or bf16; with ``weights`` the compiled models are cached on disk as well (OpenVINO's ``CACHE_DIR``).
+    f32 or bf16; with ``weights`` the compiled models are cached on disk as well (OpenVINO's ``CACHE_DIR``). A 2D
+    LM-Net's neighborhood attention becomes one compiled operation per LFT where ``bundle.openvino_kernels`` builds
+    (a C++ compiler on Linux), else OpenVINO's own operations; both are the same function.
 
     Args:
         network: the deployed (re-parameterized) PyTorch network, eval mode, on the CPU.

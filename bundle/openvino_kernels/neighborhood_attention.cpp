@@ -2,7 +2,7 @@
 // bundle.networks.blocks.neighborhood_attention. Built at run time by bundle/openvino_kernels/__init__.py.
 //
 // Input 0, qkv: (B, 3, heads, d, H, W) float32, planar; q, k and v of every head as d planes of H x W.
-// Input 1, settings: 3 floats (kh, kw, scale): the window (kh <= H, kw <= W) and the logit scale.
+// Input 1, settings: 3 floats (kh, kw, scale): the window (kh <= H, kw <= W) and the logit scale (> 0).
 // Input 2, bias: (3, heads, d) float32, the q/k/v projection's bias, not yet added to input 0.
 // Output: (B, heads, d, H, W), softmax(scale * q . k)-weighted sums of v over each pixel's kh x kw window (q, k, v
 // with their bias), the window shifted inward at the border as in NATTEN: along an axis of length n the window of
@@ -208,6 +208,7 @@ public:
         const float scale = settings[2];
         const int64_t batch = shape[0], heads = shape[2], d = shape[3], h = shape[4], w = shape[5];
         OPENVINO_ASSERT(kh >= 1 && kh <= h && kw >= 1 && kw <= w, "window ", kh, " x ", kw, " larger than the map");
+        OPENVINO_ASSERT(scale > 0.0f, "the logit scale must be positive, got ", scale);  // the softmax's max relies on it
         OPENVINO_ASSERT(inputs[2].get_size() == static_cast<size_t>(3 * heads * d), "bias must hold 3 x heads x d");
         const float* bias = inputs[2].data<const float>();
         outputs[0].set_shape({shape[0], shape[2], shape[3], shape[4], shape[5]});
