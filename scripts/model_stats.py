@@ -102,6 +102,20 @@ def _allocator_note(args: argparse.Namespace) -> str:
     return "freed memory reused in every process (bundle.allocator, as the bundle's configs run)"
 
 
+def _attention_note() -> str:
+    """How OpenVINO runs LM-Net's neighborhood attention in this code (the compiled operation of
+    ``bundle.openvino_kernels`` or OpenVINO's own operations), for a table's header."""
+    try:
+        import openvino  # noqa: F401
+
+        from bundle.openvino_kernels import kernel_library
+    except ImportError:
+        return "openvino not installed"
+    if kernel_library() is None:
+        return "OpenVINO runs LM-Net's attention as its own operations (no compiled operation: see the log)"
+    return "OpenVINO runs LM-Net's attention as one compiled operation (bundle/openvino_kernels)"
+
+
 def _print_profile_tables(header: str, parts: list[tuple[str, float, int]], parts_head: list[str],
                           modules: list[tuple[str, float]], modules_head: list[str]) -> None:
     """A profile as ``--profile`` prints it: the header line, then two markdown tables: the parts (operators or node
@@ -237,7 +251,7 @@ def _print_runtimes(args: argparse.Namespace) -> int:
     names = [RUNTIME_NETWORKS[0]] if args.lmnet_only else list(RUNTIME_NETWORKS)
     print(f"# {args.size} x {args.size}, torch {torch.__version__}, {platform.processor() or platform.machine()}; "
           f"median ms of {repeats} forwards after warm-up; each row in its own process; {_allocator_note(args)}; "
-          "one run, so compare ratios")
+          f"{_attention_note()}; one run, so compare ratios")
     header = ["network", "runtime", "precision", *[f"ms b{b} t{t}" for b, t in settings]]
     print(_row(header))
     print(_row(["---"] * len(header)))
@@ -342,8 +356,8 @@ def _print_paired(args: argparse.Namespace) -> int:
     unet_ms = times.pop(unet_name)
     print(f"# LM-Net deployed / {unet_name} eager fp32, {args.size} x {args.size}, b{args.batch}, 2 threads; torch "
           f"{torch.__version__}; {args.paired} rounds, each: UNet then every LM-Net path, each in its own process, "
-          f"median of {args.repeats} forwards each; {_allocator_note(args)}; fp32 paths exact to 1e-4, bf16 paths "
-          "validated by scripts/runtime_agreement.py")
+          f"median of {args.repeats} forwards each; {_allocator_note(args)}; {_attention_note()} (the paths of this "
+          "code); fp32 paths exact to 1e-4, bf16 paths validated by scripts/runtime_agreement.py")
     print(_row(["LM-Net path", "ms (median of rounds)", "UNet eager fp32 ms", "median ratio", "ratio range"]))
     print(_row(["---"] * 5))
     for path, path_ms in times.items():

@@ -144,11 +144,13 @@ def test_the_runtime_records_the_operation_and_falls_back_without_it(library, mo
 
 
 def test_a_failed_build_is_reported_and_the_runtime_still_runs(fresh_build_state, monkeypatch, caplog):
+    from bundle.networks.blocks.transformer import FeatureTransformer
     from bundle.runtimes import OpenVINONetwork
 
     monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")
-    network = _lmnet()
-    x = torch.randn(1, 1, 32, 32)
+    torch.manual_seed(6)
+    network = FeatureTransformer(2, 12, 12, 2, kernel_size=3).eval()  # one LFT: a network that holds the attention
+    x = torch.randn(1, 12, 24, 20)
     with caplog.at_level(logging.WARNING, logger="bundle.openvino_kernels"):
         runtime = OpenVINONetwork(network, "fp32")
         with torch.no_grad():

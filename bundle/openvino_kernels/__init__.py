@@ -3,8 +3,8 @@
 A traced 2D LFT layer computes its attention through :class:`bundle.networks.blocks.neighborhood_attention.
 WindowAttention2D`. Expressed in OpenVINO's own operations, that is a slice, two products, a matrix product and an add
 per window offset, each a pass over a full-size map; :file:`neighborhood_attention.cpp` computes it instead as one
-operation (``NeighborhoodAttention2D``, float32) that reads q, k and v once and keeps each pixel's logits, softmax
-and weighted sums in registers. The same function: the tests compare it with the eager attention.
+operation (``NeighborhoodAttention2D``, float32) that keeps each pixel's logits, softmax and weighted sums in
+registers and writes only its output. The same function: the tests compare it with the eager attention.
 
 The operation is compiled here, on first use, with the machine's C++ compiler (``$CXX``, else ``c++`` / ``g++``)
 against the headers and libraries of the installed ``openvino`` package, for this CPU (``-march=native``), and the
