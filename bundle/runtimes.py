@@ -24,7 +24,6 @@ real test split and checked by ``tests/test_runtimes.py`` on a real-shaped input
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hashlib
 import logging
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import sha256_file
-from .openvino_kernels import conversion_extensions, kernel_library
+from .openvino_kernels import convert_with_kernels, holds_window_attention, kernel_library
 
 __all__ = ["RUNTIMES", "PRECISIONS", "check_runtime", "check_cpu_precision", "cpu_has_native_bf16",
            "warn_unless_native_bf16", "bf16_forward", "runtime_network",
@@ -163,7 +162,7 @@ class OpenVINONetwork(nn.Module):
         self._cache = None if weights is None else _cache_root(weights)  # converted models; compiled ones below it
         # neighborhood attention as one compiled operation where it builds (bundle.openvino_kernels), before any
         # model is read or compiled: a converted or compiled model holding it needs it registered
-        self._kernels = kernel_library() if _has_window_attention(self.network) else None
+        self._kernels = kernel_library() if holds_window_attention(self.network) else None
         if self._kernels is not None:
             self._core.add_extension(str(self._kernels))
 
@@ -172,19 +171,7 @@ class OpenVINONetwork(nn.Module):
 
         if self._kernels is None:
             return ov.convert_model(self.network, example_input=example, input=[partial])
-        # the converter patches the forward of every module its extension names and leaves it patched (OpenVINO
-        # 2026.4): it converts a copy, so this network runs as before
-        model = ov.convert_model(copy.deepcopy(self.network), example_input=example, input=[partial],
-                                 extension=conversion_extensions(self._kernels))
-        named: set[str] = set()
-        for op in model.get_ops():  # named after the module that feeds it, as the converter names its own nodes
-            if op.get_type_name() == "NeighborhoodAttention2D":
-                name = op.input_value(0).get_node().get_friendly_name().split("/")[0] + "/NeighborhoodAttention2D"
-                while name in named:
-                    name += "_"
-                named.add(name)
-                op.set_friendly_name(name)
-        return model
+        return convert_with_kernels(self.network, self._kernels, example_input=example, input=[partial])
 
     def _model_for(self, shape: tuple[int, ...]):
         import openvino as ov
@@ -242,12 +229,6 @@ class OpenVINONetwork(nn.Module):
         compiled = self.compiled_for(tuple(x.shape))
         result = compiled(x.contiguous().numpy())[0]
         return torch.from_numpy(result[:batch].copy())
-
-
-def _has_window_attention(network: nn.Module) -> bool:
-    from .networks.blocks.neighborhood_attention import WindowAttention2D
-
-    return any(isinstance(module, WindowAttention2D) for module in network.modules())
 
 
 def batch_bucket(batch: int) -> int:

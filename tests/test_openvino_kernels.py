@@ -18,7 +18,7 @@ from tests.networks.blocks.test_neighborhood_attention import reference_attentio
 
 ov = pytest.importorskip("openvino")
 
-OP_TYPE = "NeighborhoodAttention2D"
+OP_TYPE = openvino_kernels.OP_TYPE
 COMPILER = any(shutil.which(name) for name in ("c++", "g++")) and sys.platform.startswith("linux")
 
 
@@ -60,7 +60,7 @@ def _run_kernel(library, qkv: torch.Tensor, kh: int, kw: int, scale: float,
     bias = torch.zeros(3 * qkv.shape[2] * qkv.shape[3]) if bias is None else bias
     module = _Attention(bias, kh, kw, scale).eval()
     with torch.no_grad():
-        model = ov.convert_model(module, example_input=qkv, extension=openvino_kernels.conversion_extensions(library))
+        model = openvino_kernels.convert_with_kernels(module, library, example_input=qkv)
     core = ov.Core()
     core.add_extension(str(library))
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})

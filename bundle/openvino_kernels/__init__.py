@@ -9,13 +9,14 @@ registers and writes only its output. The same function: the tests compare it wi
 The operation is compiled here, on first use, with the machine's C++ compiler (``$CXX``, else ``c++`` / ``g++``)
 against the headers and libraries of the installed ``openvino`` package, for this CPU (``-march=native``), and the
 shared library is cached by a digest of the source, the OpenVINO version, the compiler and the CPU
-(``$LMNET_CACHE_DIR/openvino_kernels`` or ``~/.cache/lmnet/openvino_kernels``), so a later process loads it in
-milliseconds. Where it cannot be built (no compiler, not Linux) or ``LMNET_OPENVINO_KERNELS=0`` is set, the
+(``$LMNET_CACHE_DIR/openvino_kernels`` or ``~/.cache/lmnet/openvino_kernels``), so the build (a few seconds) happens
+once. Where it cannot be built (no compiler, not Linux) or ``LMNET_OPENVINO_KERNELS=0`` is set, the
 OpenVINO runtime converts the attention into OpenVINO's own operations as before, with a logged note.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import logging
@@ -31,11 +32,13 @@ import torch
 
 from ..networks.blocks.neighborhood_attention import WindowAttention2D
 
-__all__ = ["KERNEL_OP", "kernel_library", "conversion_extensions", "kernels_requested"]
+__all__ = ["KERNEL_OP", "OP_TYPE", "kernel_library", "holds_window_attention", "convert_with_kernels",
+           "kernels_requested"]
 
 logger = logging.getLogger(__name__)
 
 KERNEL_OP = "lmnet::neighborhood_attention_2d"  # the converter's name for the operation (the source registers it)
+OP_TYPE = "NeighborhoodAttention2D"  # its OpenVINO type name (the source's OPENVINO_OP)
 _SOURCE = Path(__file__).resolve().with_name("neighborhood_attention.cpp")
 _LIBRARY_NAME = "libneighborhood_attention.so"
 _BUILD_TIMEOUT_S = 300
@@ -145,9 +148,29 @@ def _evaluate(module: torch.nn.Module, qkv: torch.Tensor, settings: torch.Tensor
     return module(qkv, bias, int(settings[0]), int(settings[1]), float(settings[2]))
 
 
-def conversion_extensions(library: Path) -> list:
-    """The ``extension`` argument of ``openvino.convert_model`` that records every :class:`WindowAttention2D` call
-    as the compiled operation of ``library`` (:func:`kernel_library`)."""
+def holds_window_attention(network: torch.nn.Module) -> bool:
+    """Whether ``network`` calls :class:`WindowAttention2D` when traced (a 2D LM-Net does), so the operation applies."""
+    return any(isinstance(module, WindowAttention2D) for module in network.modules())
+
+
+def convert_with_kernels(network: torch.nn.Module, library: Path, **convert_args):
+    """``openvino.convert_model(network, **convert_args)`` with every :class:`WindowAttention2D` call recorded as the
+    operation of ``library`` (:func:`kernel_library`), each node named after the module that feeds it
+    (``__module.lft1/NeighborhoodAttention2D``), as the converter names its own nodes, so that a profile counts it
+    there. The core that reads or compiles the result needs ``library`` (``Core.add_extension``)."""
+    import openvino as ov
     from openvino.frontend.pytorch import ModuleExtension
 
-    return [str(library), ModuleExtension(WindowAttention2D, KERNEL_OP, evaluate=_evaluate, convert=_convert)]
+    extension = ModuleExtension(WindowAttention2D, KERNEL_OP, evaluate=_evaluate, convert=_convert)
+    # the converter patches the forward of every module an extension names and leaves it patched (OpenVINO 2026.4.1):
+    # it converts a copy, so ``network`` runs as before
+    model = ov.convert_model(copy.deepcopy(network), extension=[str(library), extension], **convert_args)
+    taken: set[str] = set()
+    for op in model.get_ops():
+        if op.get_type_name() == OP_TYPE:
+            name = op.input_value(0).get_node().get_friendly_name().split("/")[0] + "/" + OP_TYPE
+            while name in taken:  # two attention layers in one module
+                name += "_"
+            taken.add(name)
+            op.set_friendly_name(name)
+    return model

@@ -156,18 +156,14 @@ class WindowAttention2D(nn.Module):
     the softmax(scale * q . k)-weighted sums of v over each pixel's ``kh x kw`` window (NATTEN's border rule;
     ``kh <= H``, ``kw <= W``, no dropout).
 
-    Its forward adds the bias and runs the traced form above (padded windows for odd windows, border parts
-    otherwise). It exists so that a graph converter can swap the whole computation, bias included, for one operation
+    Its forward adds the bias and runs :func:`_attend` (traced: the padded-window form above for odd windows). It
+    exists so that a graph converter can swap the whole computation, bias included, for one operation
     of the same function: OpenVINO's converter does, with ``bundle.openvino_kernels`` (a ``ModuleExtension`` on this
     class).
     """
 
     def forward(self, qkv: torch.Tensor, bias: torch.Tensor, kh: int, kw: int, scale: float) -> torch.Tensor:
-        qkv = qkv + bias.view(1, 3, qkv.shape[2], qkv.shape[3], 1, 1)
-        if kh % 2 == 1 and kw % 2 == 1:
-            return _padded_window_attention(qkv, scale, kh, kw)
-        attn = _neighborhood_logits(qkv[:, 0] * scale, qkv[:, 1], kh, kw).softmax(-3)
-        return _neighborhood_aggregate(attn, qkv[:, 2], kh, kw)
+        return _attend(qkv + bias.view(1, 3, qkv.shape[2], qkv.shape[3], 1, 1), scale, kh, kw)
 
 
 def _neighborhood_scatter(weights: torch.Tensor, x: torch.Tensor, kh: int, kw: int, out: torch.Tensor) -> None:
